@@ -1,0 +1,122 @@
+"""The codec: orjson bytes <-> validated event models, with size limits, and one error type.
+
+``decode`` never raises anything but :class:`EventDecodeError`, whose message
+names the schema, the field and the reason, so a bad record can go to the
+dead-letter topic with a reason a human can act on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from schemas.events import SCHEMAS, ImageRef
+
+__all__ = ["EventDecodeError", "Limits", "decode", "decode_image_bytes", "encode", "model_for"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class EventDecodeError(ValueError):
+    """A record that is not a valid event: ``field`` is a dotted path (or ``""`` for the whole record)."""
+
+    def __init__(self, schema: str, field: str, reason: str) -> None:
+        self.schema = schema
+        self.field = field
+        self.reason = reason
+        where = f"field {field!r}" if field else "record"
+        super().__init__(f"{schema}: {where}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Decode-time limits; the topology's ``limits:`` section builds one."""
+
+    max_event_bytes: int = 8 * 1024 * 1024
+    max_image_bytes: int = 5 * 1024 * 1024
+    max_text_chars: int = 10_000
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Limits:
+        return cls(cfg.max_event_bytes, cfg.max_image_bytes, cfg.max_text_chars)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def model_for(schema: str) -> type[BaseModel]:
+    """The model class of a schema name such as ``text.v1``."""
+    try:
+        return SCHEMAS[schema]
+    except KeyError:
+        raise KeyError(f"unknown schema {schema!r}; known: {sorted(SCHEMAS)}") from None
+
+
+def _first_error(schema: str, err: ValidationError) -> EventDecodeError:
+    e = err.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in e["loc"])
+    reason = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        reason = "unknown field (not in the schema)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return EventDecodeError(schema, field, reason + more)
+
+
+def _check_limits(schema: str, obj: dict[str, Any], limits: Limits) -> None:
+    text = obj.get("text")
+    if isinstance(text, str) and len(text) > limits.max_text_chars:
+        raise EventDecodeError(schema, "text", f"text has {len(text)} characters; the limit is {limits.max_text_chars}")
+    image = obj.get("image")
+    if isinstance(image, dict) and isinstance(image.get("data"), str):
+        approx = len(image["data"]) * 3 // 4
+        if approx > limits.max_image_bytes:
+            raise EventDecodeError(
+                schema, "image.data", f"inline image is about {approx} bytes; the limit is {limits.max_image_bytes}"
+            )
+
+
+def decode(data: bytes | bytearray | memoryview | str, schema: str, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode and validate one record value into the model of ``schema``.
+
+    Raises:
+        EventDecodeError: for any bytes that are not a valid ``schema`` event.
+    """
+    cls = model_for(schema)
+    if data is None:
+        raise EventDecodeError(schema, "", "empty record value (tombstone)")
+    size = len(data)
+    if size > limits.max_event_bytes:
+        raise EventDecodeError(schema, "", f"record is {size} bytes; the limit is {limits.max_event_bytes}")
+    try:
+        obj = orjson.loads(data)
+    except (orjson.JSONDecodeError, TypeError) as err:
+        raise EventDecodeError(schema, "", f"not valid JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise EventDecodeError(schema, "", f"expected a JSON object, got {type(obj).__name__}")
+    _check_limits(schema, obj, limits)
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as err:
+        raise _first_error(schema, err) from None
+    except (ValueError, TypeError, RecursionError) as err:  # defensive: validators must never leak
+        raise EventDecodeError(schema, "", f"{type(err).__name__}: {err}") from None
+
+
+def encode(model: BaseModel) -> bytes:
+    """Serialise a model to compact JSON bytes (``None`` fields omitted)."""
+    return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+
+
+def decode_image_bytes(ref: ImageRef) -> bytes:
+    """The raw bytes of an inline image (``ref.data``); URIs are fetched by the workers."""
+    if ref.data is None:
+        raise EventDecodeError("image", "image.data", "image is by reference (uri), not inline")
+    try:
+        return base64.b64decode(ref.data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise EventDecodeError("image", "image.data", f"not valid base64: {err}") from None

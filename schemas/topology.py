@@ -1,0 +1,357 @@
+"""The topology config: the one model that feeds both the Serve app and the Faust app.
+
+A topology YAML names the Kafka connection, the topics, the models (with their
+batching and resources) and the routes from input topics through models to
+output topics. ``load_topology(path)`` validates it once; a wrong key fails at
+load with a message that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "AnalyticsConfig",
+    "AutoscalingConfig",
+    "BatchingConfig",
+    "ConfigError",
+    "DeliveryConfig",
+    "EventKind",
+    "KafkaConfig",
+    "LimitsConfig",
+    "ModelConfig",
+    "ModelTask",
+    "ProcessingGuarantee",
+    "RecommendationsConfig",
+    "RouteConfig",
+    "SamplingConfig",
+    "TopicsConfig",
+    "Topology",
+    "load_topology",
+]
+
+ModelTask = Literal["sentiment", "detection", "tagging", "echo"]
+EventKind = Literal["text", "image", "video"]
+ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
+Device = Literal["auto", "cpu", "cuda"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"]
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class ConfigError(ValueError):
+    """A topology config that cannot be used; the message names the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Strict):
+    """How to reach the brokers. ``INFERTIDE_KAFKA_BOOTSTRAP_SERVERS`` or
+    ``KAFKA_BOOTSTRAP_SERVERS`` override ``bootstrap_servers`` at load."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    # The password is never written in the YAML: name the environment variable that holds it.
+    sasl_password_env: str | None = "KAFKA_SASL_PASSWORD"
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    consumer_group: str = "infertide"
+    session_timeout_s: PositiveFloat = 10.0
+    heartbeat_interval_s: PositiveFloat = 3.0
+    commit_interval_s: PositiveFloat = 1.0
+    producer_linger_s: Annotated[float, Field(ge=0)] = 0.005
+
+    @model_validator(mode="after")
+    def _sasl_needs_mechanism(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(
+                "security_protocol is SASL_* but sasl_mechanism is not set; "
+                "add e.g. `sasl_mechanism: SCRAM-SHA-512` under `kafka:`"
+            )
+        return self
+
+    def sasl_password(self) -> str | None:
+        """The SASL password read from the environment variable the config names."""
+        return os.environ.get(self.sasl_password_env) if self.sasl_password_env else None
+
+
+class TopicsConfig(_Strict):
+    """Topic names (defaults as in DESIGN.md) and how topics are created."""
+
+    text: str = "events.text"
+    image: str = "events.image"
+    video: str = "events.video"
+    sentiment: str = "inference.sentiment"
+    detections: str = "inference.detections"
+    tags: str = "inference.tags"
+    recommendations: str = "recommendations"
+    analytics: str = "analytics"
+    dlq: str = "events.dlq"
+    partitions: PositiveInt = 4
+    replication_factor: PositiveInt = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+
+    def names(self) -> list[str]:
+        """Every topic the topology uses, inputs first."""
+        return [
+            self.text, self.image, self.video, self.sentiment, self.detections,
+            self.tags, self.recommendations, self.analytics, self.dlq,
+        ]
+
+    def resolve(self, name_or_alias: str) -> str:
+        """A topic name from either its alias (``text``) or its full name."""
+        aliases = self.model_dump(include=set(_TOPIC_ALIASES))
+        return aliases.get(name_or_alias, name_or_alias)
+
+
+_TOPIC_ALIASES = (
+    "text", "image", "video", "sentiment", "detections", "tags",
+    "recommendations", "analytics", "dlq",
+)
+
+
+class BatchingConfig(_Strict):
+    """Serve's ``@serve.batch`` settings. ``max_batch_size`` counts items, not calls."""
+
+    max_batch_size: PositiveInt = 64
+    batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.01
+    max_concurrent_batches: PositiveInt = 1
+
+
+class AutoscalingConfig(_Strict):
+    """Serve autoscaling on ongoing requests per replica."""
+
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: PositiveInt = 1
+    target_ongoing_requests: PositiveFloat = 4.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
+class ModelConfig(_Strict):
+    """One Serve deployment hosting one pretrained model.
+
+    ``model`` is a Hugging Face hub id, an ultralytics weight name (``yolo11n.pt``,
+    or ``yolo11n.yaml`` for random init), or a local directory/file: a fine-tuned
+    checkpoint drops in by path.
+    """
+
+    task: ModelTask
+    model: str = ""
+    revision: str | None = None
+    device: Device = "auto"
+    half: bool = True
+    warmup: bool = True
+    batching: BatchingConfig = BatchingConfig()
+    replicas: PositiveInt = 1
+    autoscaling: AutoscalingConfig | None = None
+    num_cpus: Annotated[float, Field(ge=0)] = 0.5
+    num_gpus: Annotated[float, Field(ge=0)] = 0.0
+    max_ongoing_requests: PositiveInt = 16
+    max_queued_requests: int = -1
+    # Task-specific knobs: detection {conf, iou, imgsz}, tagging {labels, top_k,
+    # threshold}, sentiment {max_length}. Passed to the model class as is.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _model_named(self) -> ModelConfig:
+        if self.task != "echo" and not self.model:
+            raise ValueError(
+                f"task {self.task!r} needs `model:` (a hub id, weight name or local path)"
+            )
+        return self
+
+
+class SamplingConfig(_Strict):
+    """Video frame sampling per ``stream_id``: every Nth frame and/or at most F frames/s."""
+
+    every_n: PositiveInt = 1
+    max_fps: PositiveFloat | None = None
+    max_lag_ms: PositiveInt | None = 30_000
+
+
+class RouteConfig(_Strict):
+    """Input topic -> model deployment(s) -> output topic per model."""
+
+    name: str
+    input: str
+    kind: EventKind
+    models: list[str] = Field(min_length=1)
+    # model name -> output topic (alias or full name); defaults to the task's result topic.
+    outputs: dict[str, str] = Field(default_factory=dict)
+    batch_size: PositiveInt = 64
+    batch_within_s: PositiveFloat = 0.05
+    max_in_flight: PositiveInt = 2
+    call_timeout_s: PositiveFloat = 30.0
+    max_attempts: PositiveInt = 3
+    retry_backoff_s: PositiveFloat = 0.2
+    sampling: SamplingConfig | None = None
+
+
+class AnalyticsConfig(_Strict):
+    """Tumbling windows over the results, emitted to the analytics topic when closed."""
+
+    enabled: bool = True
+    window_s: PositiveFloat = 10.0
+    expires_s: PositiveFloat = 3600.0
+
+
+class RecommendationsConfig(_Strict):
+    """Per-user affinity and top-k items from the recent item pool."""
+
+    enabled: bool = True
+    top_k: PositiveInt = 5
+    item_pool_size: PositiveInt = 500
+    affinity_decay: Annotated[float, Field(gt=0, le=1)] = 0.9
+
+
+class DeliveryConfig(_Strict):
+    processing_guarantee: ProcessingGuarantee = "at-least-once"
+
+
+class LimitsConfig(_Strict):
+    """Enforced when events are decoded."""
+
+    max_event_bytes: PositiveInt = 8 * 1024 * 1024
+    max_image_bytes: PositiveInt = 5 * 1024 * 1024
+    max_text_chars: PositiveInt = 10_000
+    max_image_pixels: PositiveInt = 40_000_000
+
+
+class Topology(_Strict):
+    """The whole topology; see ``topologies/default.yaml`` for an annotated example."""
+
+    name: str = "infertide"
+    kafka: KafkaConfig = KafkaConfig()
+    topics: TopicsConfig = TopicsConfig()
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(min_length=1)
+    analytics: AnalyticsConfig = AnalyticsConfig()
+    recommendations: RecommendationsConfig = RecommendationsConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    limits: LimitsConfig = LimitsConfig()
+    serve_app_name: str = "infertide"
+    web_port: PositiveInt = 6066
+
+    @model_validator(mode="after")
+    def _routes_name_known_models(self) -> Topology:
+        names = set()
+        for route in self.routes:
+            if route.name in names:
+                raise ValueError(f"route name {route.name!r} is used twice; route names must be unique")
+            names.add(route.name)
+            for model in [*route.models, *route.outputs]:
+                if model not in self.models:
+                    hint = _did_you_mean(model, self.models)
+                    raise ValueError(
+                        f"route {route.name!r} names model {model!r}, which is not under `models:`"
+                        f" (known: {sorted(self.models)}){hint}"
+                    )
+        return self
+
+    def output_topic(self, route: RouteConfig, model_name: str) -> str:
+        """Where a route writes one model's results."""
+        if model_name in route.outputs:
+            return self.topics.resolve(route.outputs[model_name])
+        task = self.models[model_name].task
+        default = {"sentiment": "sentiment", "detection": "detections", "tagging": "tags"}
+        return self.topics.resolve(default.get(task, "sentiment"))
+
+    def input_topic(self, route: RouteConfig) -> str:
+        return self.topics.resolve(route.input)
+
+    def with_bootstrap(self, bootstrap_servers: str) -> Topology:
+        """A validated copy pointing at other brokers."""
+        return self.model_validate(
+            {**self.model_dump(), "kafka": {**self.kafka.model_dump(), "bootstrap_servers": bootstrap_servers}}
+        )
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed at a location, for 'did you mean' on unknown keys."""
+    model: Any = Topology
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            inner = [a for c in args for a in getattr(c, "__args__", ())]
+            model = next((c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(model.model_fields) if model is not None and hasattr(model, "model_fields") else []
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = [f"invalid topology config {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            hint = _did_you_mean(str(e["loc"][-1]), _fields_at(e["loc"]))
+            lines.append(f"  {key}: unknown key{hint or '; remove it'}")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key is missing; add it")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_topology(data: dict[str, Any], source: str = "<dict>") -> Topology:
+    """Validate a topology from plain data, applying the bootstrap env override."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid topology config {source}: expected a mapping at the top level")
+    env_bootstrap = os.environ.get("INFERTIDE_KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS"
+    )
+    if env_bootstrap:
+        data = {**data, "kafka": {**(data.get("kafka") or {}), "bootstrap_servers": env_bootstrap}}
+    try:
+        return Topology.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, source)) from None
+
+
+def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
+    """Load and validate a topology YAML (default: ``$INFERTIDE_CONFIG`` or the packaged default)."""
+    if path is None:
+        path = os.environ.get("INFERTIDE_CONFIG") or default_topology_path()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"topology config {p} does not exist; pass --config PATH or set INFERTIDE_CONFIG")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"topology config {p} is not valid YAML: {err}") from None
+    return parse_topology(data, str(p))
+
+
+def default_topology_path() -> Path:
+    """The packaged default topology (``topologies/default.yaml``), found without importing topologies."""
+    return Path(__file__).resolve().parent.parent / "topologies" / "default.yaml"
