@@ -293,11 +293,13 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed at a location, for 'did you mean' on unknown keys."""
     model: Any = Topology
     for part in loc[:-1]:
-        if isinstance(part, int) or model is None:
-            continue
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
+        if model is None:
             return []
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:  # a dict key (a model's name): the value type is already current
+            continue
         ann = field.annotation
         args = getattr(ann, "__args__", ())
         candidates = [ann, *args]
