@@ -1,0 +1,166 @@
+"""The LitServe-style base every model family implements: load, decode, predict, encode.
+
+A model class knows nothing about Ray. ``BatchedModel.run_batch(items)`` is the
+one entry point both the Serve deployment and the in-process benchmark call: it
+decodes each item on its own (a bad item becomes that item's error and the rest
+of the batch still runs), predicts once on the decoded batch, and wraps each
+output in the result envelope of the handle contract::
+
+    {"ok": True, "result": {...}, "model": {"name": ..., "version": ...}, "inference_ms": 1.2}
+    {"ok": False, "error_class": "ImageTooLarge", "error": "..."}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from schemas.topology import ModelConfig
+
+__all__ = [
+    "BatchedModel",
+    "InputError",
+    "ModelIdentity",
+    "error_envelope",
+    "file_version",
+    "hf_version",
+]
+
+
+class InputError(ValueError):
+    """One item cannot be used (bad bytes, too large, wrong type); only that item fails."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What every result names: the model (id or path) and its version (revision or hash)."""
+
+    name: str
+    version: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+def error_envelope(exc: BaseException) -> dict[str, Any]:
+    """The per-item failure shape of the handle contract."""
+    return {"ok": False, "error_class": type(exc).__name__, "error": str(exc) or repr(exc)}
+
+
+def file_version(*paths: str | Path) -> str:
+    """A short sha256 over the given weight files (sorted), for models without a revision."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()[:12]
+
+
+def hf_version(model: Any, source: str, revision: str | None) -> str:
+    """The version of a transformers model: the configured revision, the hub commit, or a weights hash."""
+    if revision:
+        return revision
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if commit:
+        return str(commit)
+    path = Path(source)
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        if weights:
+            return file_version(*weights)
+        cfg = path / "config.json"
+        if cfg.is_file():
+            return file_version(cfg)
+    return "unknown"
+
+
+class BatchedModel:
+    """Base class: subclasses set ``task`` and implement the four hooks.
+
+    Args:
+        cfg: the model's entry from the topology (``options`` holds task knobs).
+        load: call ``load(cfg)`` now (tests may construct first and load later).
+    """
+
+    task: ClassVar[str] = ""
+    #: what ``decode`` expects; the deployment checks nothing, this is documentation.
+    input_kind: ClassVar[str] = "text"
+
+    def __init__(self, cfg: ModelConfig, *, load: bool = True) -> None:
+        self.cfg = cfg
+        self.identity = ModelIdentity(cfg.model or self.task, "unloaded")
+        if load:
+            self.load(cfg)
+            if cfg.warmup:
+                self.warmup()
+
+    # -- hooks -------------------------------------------------------------------------
+    def load(self, cfg: ModelConfig) -> None:
+        """Load weights and set ``self.identity``. Called again on reload."""
+        raise NotImplementedError
+
+    def decode(self, item: Any) -> Any:
+        """Turn one wire item into a model input, or raise (that item's error)."""
+        return item
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        """Run the model once on a batch of decoded inputs; one output per input."""
+        raise NotImplementedError
+
+    def encode(self, output: Any) -> dict[str, Any]:
+        """Turn one model output into the result payload (plain JSON types)."""
+        return output
+
+    def warmup_items(self) -> list[Any]:
+        """Wire items used to warm the model up at load."""
+        return ["warm up"]
+
+    def set_options(self, options: dict[str, Any]) -> None:
+        """Apply changed ``options`` without reloading weights; default: full reload."""
+        self.cfg = self.cfg.model_copy(update={"options": dict(options)})
+        self.load(self.cfg)
+
+    # -- driver ------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """One tiny batch so the first real request does not pay for lazy init."""
+        self.run_batch(self.warmup_items())
+
+    def run_batch(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Decode, predict and encode a batch; per-item errors stay per item, in order."""
+        out: list[dict[str, Any] | None] = [None] * len(items)
+        good_idx: list[int] = []
+        inputs: list[Any] = []
+        for i, item in enumerate(items):
+            try:
+                inputs.append(self.decode(item))
+                good_idx.append(i)
+            except Exception as exc:  # noqa: BLE001 - any decode failure is that item's
+                out[i] = error_envelope(exc)
+        if inputs:
+            t0 = time.perf_counter()
+            try:
+                outputs = self.predict(inputs)
+                if len(outputs) != len(inputs):
+                    raise RuntimeError(f"predict returned {len(outputs)} outputs for {len(inputs)} inputs")
+                per_item_ms = (time.perf_counter() - t0) * 1000.0 / len(inputs)
+                model = self.identity.as_dict()
+                for i, o in zip(good_idx, outputs):
+                    try:
+                        out[i] = {"ok": True, "result": self.encode(o), "model": model,
+                                  "inference_ms": round(per_item_ms, 3)}
+                    except Exception as exc:  # noqa: BLE001
+                        out[i] = error_envelope(exc)
+            except Exception as exc:  # noqa: BLE001 - a failed forward fails the decoded items
+                for i in good_idx:
+                    out[i] = error_envelope(exc)
+        return out  # type: ignore[return-value]
+
+
+def options_key(cfg: ModelConfig) -> str:
+    """A stable key of what needs a weight reload when it changes."""
+    return json.dumps([cfg.task, cfg.model, cfg.revision, cfg.device, cfg.half], sort_keys=True)

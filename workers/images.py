@@ -1,0 +1,155 @@
+"""Image input for the image models: inline base64 or a URI, with size, pixel and allow-list limits.
+
+An item is the wire ``ImageRef`` as a dict: ``{"data": <base64> | None, "uri": <str> | None}``.
+Every failure raises ``InputError`` (or a subclass) so the caller gets a per-item
+error it can route to the dead-letter topic; the rest of the batch still runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from workers.base import InputError
+
+# ultralytics replaces PIL.Image.open with a wrapper that tries to pip-check pi-heif on
+# every unidentified file; undecodable bytes are common input here, so keep Pillow's own.
+_pil_open = Image.open
+if not getattr(_pil_open, "__module__", "PIL").startswith("PIL"):
+    import sys
+
+    _pil_open = getattr(sys.modules.get(_pil_open.__module__), "_image_open", _pil_open)
+
+__all__ = [
+    "ImageLimits",
+    "ImageTooLarge",
+    "UnsupportedUri",
+    "UriNotAllowed",
+    "decode_image",
+    "load_image_bytes",
+]
+
+
+class ImageTooLarge(InputError):
+    """The image is over the byte or pixel limit (a decompression bomb, or just too big)."""
+
+
+class UriNotAllowed(InputError):
+    """The URI is not under any allowed prefix; add it to ``options.allowed_uri_prefixes``."""
+
+
+class UnsupportedUri(InputError):
+    """The URI scheme is not supported here (e.g. ``s3://`` without boto3)."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Limits applied to every image.
+
+    Args:
+        max_bytes: encoded size limit (inline after base64 decoding, or fetched).
+        max_pixels: width * height limit, checked from the header before decoding.
+        allowed_uri_prefixes: a URI must start with one of these; ``file://`` alone
+            allows any local file, ``https://images.example.com/`` one host.
+        fetch_timeout_s: timeout for http(s) fetches.
+    """
+
+    max_bytes: int = 5 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    allowed_uri_prefixes: tuple[str, ...] = field(default=("file://",))
+    fetch_timeout_s: float = 5.0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> ImageLimits:
+        """Limits from a model's ``options`` (keys as the field names; ``max_image_bytes`` /
+        ``max_image_pixels`` also accepted, as the app fills them from ``limits:``)."""
+        return cls(
+            max_bytes=int(options.get("max_bytes", options.get("max_image_bytes", cls.max_bytes))),
+            max_pixels=int(options.get("max_pixels", options.get("max_image_pixels", cls.max_pixels))),
+            allowed_uri_prefixes=tuple(options.get("allowed_uri_prefixes", ("file://",))),
+            fetch_timeout_s=float(options.get("fetch_timeout_s", cls.fetch_timeout_s)),
+        )
+
+
+def _fetch_uri(uri: str, limits: ImageLimits) -> bytes:
+    if not any(uri.startswith(p) for p in limits.allowed_uri_prefixes):
+        raise UriNotAllowed(
+            f"image uri {uri[:200]!r} is not allowed; allowed prefixes: {list(limits.allowed_uri_prefixes)}"
+            " (set options.allowed_uri_prefixes, e.g. ['https://images.example.com/'])"
+        )
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        path = Path(urllib.parse.unquote(parsed.path))
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InputError(f"cannot read image file {path}: {exc.strerror}") from None
+        if size > limits.max_bytes:
+            raise ImageTooLarge(f"image file is {size} bytes, over the limit of {limits.max_bytes}")
+        return path.read_bytes()
+    if parsed.scheme in ("http", "https"):
+        req = urllib.request.Request(uri, headers={"User-Agent": "infertide"})
+        try:
+            with urllib.request.urlopen(req, timeout=limits.fetch_timeout_s) as resp:  # noqa: S310 - allow-listed
+                body = resp.read(limits.max_bytes + 1)
+        except OSError as exc:
+            raise InputError(f"cannot fetch image {uri[:200]!r}: {exc}") from None
+        if len(body) > limits.max_bytes:
+            raise ImageTooLarge(f"image at {uri[:200]!r} is over the limit of {limits.max_bytes} bytes")
+        return body
+    if parsed.scheme == "s3":
+        raise UnsupportedUri("s3:// image URIs are not supported without boto3; send the image inline or by http(s)")
+    raise UnsupportedUri(f"unsupported image uri scheme {parsed.scheme!r}; use file://, http(s):// or inline data")
+
+
+def load_image_bytes(item: Any, limits: ImageLimits) -> bytes:
+    """The encoded bytes of one image item (inline base64 or fetched by URI)."""
+    if not isinstance(item, dict):
+        raise InputError(f"an image item must be a dict {{'data': ..., 'uri': ...}}, got {type(item).__name__}")
+    data, uri = item.get("data"), item.get("uri")
+    if (data is None) == (uri is None):
+        raise InputError("exactly one of image 'data' (base64) or 'uri' must be set")
+    if data is not None:
+        if not isinstance(data, str):
+            raise InputError("image 'data' must be a base64 string")
+        if len(data) > (limits.max_bytes * 4) // 3 + 4:
+            raise ImageTooLarge(f"inline image is over the limit of {limits.max_bytes} bytes")
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError(f"image 'data' is not valid base64: {exc}") from None
+    return _fetch_uri(str(uri), limits)
+
+
+def decode_image(item: Any, limits: ImageLimits) -> Image.Image:
+    """One image item -> an RGB PIL image, checking the pixel count before decoding pixels.
+
+    Args:
+        item: ``{"data": base64 | None, "uri": str | None}``.
+        limits: byte / pixel / URI limits.
+    """
+    raw = load_image_bytes(item, limits)
+    try:
+        img = _pil_open(io.BytesIO(raw))  # lazy: reads the header only
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from None
+    except Image.UnidentifiedImageError:
+        raise InputError("image bytes are not a recognised image format (JPEG, PNG, WebP, ...)") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises several types for garbage
+        raise InputError(f"image bytes cannot be decoded ({type(exc).__name__}: {exc})") from None
+    w, h = img.size
+    if w * h > limits.max_pixels:
+        raise ImageTooLarge(f"image is {w}x{h} = {w * h} pixels, over the limit of {limits.max_pixels}")
+    try:
+        img.load()
+        return img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - truncated / corrupt data
+        raise InputError(f"image bytes cannot be decoded ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,157 @@
+"""The Serve deployment body: one model, ``@serve.batch`` across calls, per-call results in order.
+
+``ModelServer`` is a plain class (``workers.app`` wraps it with ``serve.deployment``),
+so it also runs in-process without Ray. Handle contract::
+
+    await handle.infer.remote(items: list) -> list[dict]   # same length and order
+    await handle.stats.remote() -> {"batches", "items", "mean", "max", "histogram", ...}
+
+A call carrying more items than ``max_batch_size`` is split into chunks before it
+is queued (Serve would fail it with "Size of item is greater than max_batch_size").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from typing import Any
+
+from ray import serve
+
+from schemas.topology import ModelConfig
+from workers.base import BatchedModel, options_key
+from workers.registry import model_class
+
+__all__ = ["BATCH_SIZE_BUCKETS", "ModelServer", "count_items"]
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+
+
+def count_items(requests: list[list[Any]]) -> int:
+    """``batch_size_fn`` for ``@serve.batch``: a batch's size is its items, not its calls."""
+    return sum(len(r) for r in requests)
+
+
+class ModelServer:
+    """One model behind a dynamic batcher.
+
+    Args:
+        model_name: the deployment name (the key under ``models:``), used in metrics.
+        user_config: the model config as plain data (what Serve's ``user_config`` carries).
+    """
+
+    def __init__(self, model_name: str, user_config: dict[str, Any]) -> None:
+        self.model_name = model_name
+        self.cfg: ModelConfig | None = None
+        self.model: BatchedModel | None = None
+        self._batcher: Any = None
+        self._batcher_concurrency = 0
+        self.reset_stats()
+        self._metric = self._make_metric()
+        self.reconfigure(user_config)
+
+    # -- config ------------------------------------------------------------------------
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply a new config: reload weights if model/revision/device/half changed, else
+        apply options (thresholds, labels) in place; update batching either way."""
+        cfg = ModelConfig.model_validate(user_config)
+        old = self.cfg
+        if self.model is None or old is None or options_key(cfg) != options_key(old):
+            log.info("loading %s: %s (%s)", self.model_name, cfg.model or cfg.task, cfg.task)
+            self.model = model_class(cfg.task)(cfg)
+        elif cfg.options != old.options:
+            self.model.set_options(cfg.options)
+        b = cfg.batching
+        if self._batcher is None or b.max_concurrent_batches != self._batcher_concurrency:
+            self._batcher = serve.batch(
+                max_batch_size=b.max_batch_size,
+                batch_wait_timeout_s=b.batch_wait_timeout_s,
+                max_concurrent_batches=b.max_concurrent_batches,
+                batch_size_fn=count_items,
+            )(self._run_batches)
+            self._batcher_concurrency = b.max_concurrent_batches
+        else:
+            self._batcher.set_max_batch_size(b.max_batch_size)
+            self._batcher.set_batch_wait_timeout_s(b.batch_wait_timeout_s)
+        self.cfg = cfg
+
+    # -- calls -------------------------------------------------------------------------
+    async def infer(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Results for ``items`` in order (see the module docstring for the shapes)."""
+        if not isinstance(items, list):
+            raise TypeError(f"infer takes a list of items, got {type(items).__name__}")
+        if not items:
+            return []
+        assert self.cfg is not None
+        n = self.cfg.batching.max_batch_size
+        if len(items) <= n:
+            return await self._batcher(items)
+        chunks = await asyncio.gather(*(self._batcher(items[i:i + n]) for i in range(0, len(items), n)))
+        return [r for chunk in chunks for r in chunk]
+
+    async def __call__(self, items: list[Any]) -> list[dict[str, Any]]:
+        return await self.infer(items)
+
+    async def _run_batches(self, requests: list[list[Any]]) -> list[list[dict[str, Any]]]:
+        flat = [x for r in requests for x in r]
+        self._record(len(flat))
+        model = self.model
+        assert model is not None
+        # In a thread, so the replica keeps queueing the next batch while this one runs.
+        results = await asyncio.to_thread(model.run_batch, flat)
+        out, i = [], 0
+        for r in requests:
+            out.append(results[i:i + len(r)])
+            i += len(r)
+        return out
+
+    # -- stats -------------------------------------------------------------------------
+    @staticmethod
+    def _make_metric() -> Any:
+        try:
+            import ray
+
+            if not ray.is_initialized():
+                return None
+            from ray.serve.metrics import Histogram
+
+            return Histogram(
+                "infertide_serve_batch_size",
+                description="Items per model batch run by @serve.batch.",
+                boundaries=BATCH_SIZE_BUCKETS,
+                tag_keys=("model",),
+            )
+        except Exception:  # noqa: BLE001 - metrics are optional outside a cluster
+            return None
+
+    def _record(self, size: int) -> None:
+        self._batches += 1
+        self._items += size
+        self._max = max(self._max, size)
+        self._hist[bisect.bisect_left(BATCH_SIZE_BUCKETS, size)] += 1
+        if self._metric is not None:
+            self._metric.observe(size, tags={"model": self.model_name})
+
+    def reset_stats(self) -> None:
+        """Forget the batch sizes seen so far (benchmarks call it between runs)."""
+        self._batches = self._items = self._max = 0
+        self._hist = [0] * (len(BATCH_SIZE_BUCKETS) + 1)
+
+    def stats(self) -> dict[str, Any]:
+        """Batch-size statistics and the loaded model's identity."""
+        labels = [f"<={b}" for b in BATCH_SIZE_BUCKETS] + [f">{BATCH_SIZE_BUCKETS[-1]}"]
+        return {
+            "deployment": self.model_name,
+            "model": self.model.identity.as_dict() if self.model else None,
+            "batches": self._batches,
+            "count": self._batches,
+            "items": self._items,
+            "mean": self._items / self._batches if self._batches else 0.0,
+            "max": self._max,
+            "histogram": {k: v for k, v in zip(labels, self._hist) if v},
+            "max_batch_size": self.cfg.batching.max_batch_size if self.cfg else None,
+            "options": dict(self.cfg.options) if self.cfg else {},
+        }
