@@ -1,0 +1,175 @@
+"""Kafka client settings from the topology's ``kafka:`` section, and topic creation from its ``topics:``.
+
+One place turns :class:`schemas.topology.KafkaConfig` into client keyword
+arguments (kafka-python for admin/CLI, aiokafka for the hot paths), so SASL/SSL
+settings and the password lookup are written once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas.topology import ConfigError, KafkaConfig, Topology
+
+__all__ = [
+    "TOPIC_SCHEMAS",
+    "aiokafka_kwargs",
+    "describe_topics",
+    "ensure_topics",
+    "kafka_python_kwargs",
+    "max_message_bytes",
+    "schema_for_topic",
+]
+
+# Topic alias (a field of TopicsConfig) -> the value schema it carries (DESIGN.md, "Topics").
+TOPIC_SCHEMAS: dict[str, str] = {
+    "text": "text.v1",
+    "image": "image.v1",
+    "video": "video_frame.v1",
+    "sentiment": "sentiment.v1",
+    "detections": "detections.v1",
+    "tags": "tags.v1",
+    "recommendations": "recommendation.v1",
+    "analytics": "analytics.v1",
+    "dlq": "dead_letter.v1",
+}
+
+
+def schema_for_topic(topology: Topology, topic: str) -> str | None:
+    """The schema name of a topic (by full name or alias), or ``None`` if the config does not name it."""
+    topic = topology.topics.resolve(topic)
+    for alias, schema in TOPIC_SCHEMAS.items():
+        if getattr(topology.topics, alias) == topic:
+            return schema
+    return None
+
+
+def max_message_bytes(topology: Topology) -> int:
+    """Largest record the topics accept: the decode limit plus room for a DLQ's base64 copy and headers."""
+    return topology.limits.max_event_bytes * 4 // 3 + 64 * 1024
+
+
+def _password(kafka: KafkaConfig) -> str | None:
+    if kafka.security_protocol.startswith("SASL") and kafka.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256",
+                                                                                "SCRAM-SHA-512"):
+        password = kafka.sasl_password()
+        if password is None:
+            raise ConfigError(
+                f"kafka.sasl_mechanism is {kafka.sasl_mechanism} but the environment variable "
+                f"{kafka.sasl_password_env!r} (kafka.sasl_password_env) is not set; export it with the password"
+            )
+        return password
+    return None
+
+
+def kafka_python_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for kafka-python clients (``KafkaAdminClient``, ``KafkaConsumer``...).
+
+    Args:
+        kafka: the topology's ``kafka:`` section.
+        bootstrap: overrides ``kafka.bootstrap_servers`` (e.g. from ``--bootstrap``).
+    """
+    kw: dict[str, Any] = {
+        "bootstrap_servers": bootstrap or kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol.startswith("SASL"):
+        kw["sasl_mechanism"] = kafka.sasl_mechanism
+        if kafka.sasl_username is not None:
+            kw["sasl_plain_username"] = kafka.sasl_username
+        password = _password(kafka)
+        if password is not None:
+            kw["sasl_plain_password"] = password
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        kw.update({k: v for k, v in {"ssl_cafile": kafka.ssl_cafile, "ssl_certfile": kafka.ssl_certfile,
+                                     "ssl_keyfile": kafka.ssl_keyfile}.items() if v})
+    return kw
+
+
+def aiokafka_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for aiokafka clients; SSL files become an ``ssl_context``."""
+    kw: dict[str, Any] = {
+        "bootstrap_servers": bootstrap or kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol.startswith("SASL"):
+        kw["sasl_mechanism"] = kafka.sasl_mechanism
+        if kafka.sasl_username is not None:
+            kw["sasl_plain_username"] = kafka.sasl_username
+        password = _password(kafka)
+        if password is not None:
+            kw["sasl_plain_password"] = password
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kw["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile,
+                                               keyfile=kafka.ssl_keyfile)
+    return kw
+
+
+def _admin(topology: Topology, bootstrap: str | None, timeout_s: float) -> KafkaAdminClient:
+    return KafkaAdminClient(client_id="infertide-admin", request_timeout_ms=int(timeout_s * 1000),
+                            **kafka_python_kwargs(topology.kafka, bootstrap))
+
+
+def describe_topics(topology: Topology, bootstrap: str | None = None, timeout_s: float = 15.0) -> dict[str, int | None]:
+    """Each config topic -> its partition count on the cluster, or ``None`` when it does not exist."""
+    admin = _admin(topology, bootstrap, timeout_s)
+    try:
+        existing = set(admin.list_topics())
+        names = topology.topics.names()
+        present = [n for n in names if n in existing]
+        parts = {t["topic"] if "topic" in t else t["name"]: len(t["partitions"])
+                 for t in admin.describe_topics(present)} if present else {}
+        return {n: parts.get(n) for n in names}
+    finally:
+        admin.close()
+
+
+def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: float = 30.0) -> list[str]:
+    """Create every topic of ``topology.topics.names()`` that is missing; return the ones created.
+
+    Idempotent: topics that already exist (or that another process creates at the
+    same moment) are left alone. Returns once metadata shows every topic with a
+    leader for each partition.
+
+    Raises:
+        kafka.errors.KafkaError: the cluster refused a topic for another reason, or
+            the topics did not appear within ``timeout_s``.
+    """
+    t = topology.topics
+    configs = {"retention.ms": str(t.retention_ms), "max.message.bytes": str(max_message_bytes(topology))}
+    admin = _admin(topology, bootstrap, timeout_s)
+    try:
+        names = t.names()
+        missing = [n for n in names if n not in set(admin.list_topics())]
+        created: list[str] = []
+        if missing:
+            spec = {n: {"num_partitions": t.partitions, "replication_factor": t.replication_factor,
+                        "configs": configs} for n in missing}
+            result = admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), raise_errors=False)
+            for entry in result.get("topics", []):
+                name, code = entry.get("name"), entry.get("error_code", 0)
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise KafkaError(f"creating topic {name!r} failed: error {code} {entry.get('error_message')}")
+        _wait_visible(admin, names, timeout_s)
+        return created
+    finally:
+        admin.close()
+
+
+def _wait_visible(admin: KafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.wait_for_topics(names, timeout_ms=int(max(deadline - time.monotonic(), 0.5) * 1000))
+            return
+        except KafkaError:
+            if time.monotonic() >= deadline:
+                raise
