@@ -1,0 +1,90 @@
+"""Windowed analytics: per-batch deltas (combined in the route agent) and the values a closed
+window reports (counts, mean scores, latency percentiles).
+
+Route agents pre-aggregate each micro-batch into a few delta records (one per
+metric key) instead of one record per event, so the windowed Faust table sees
+tens of updates per second, not thousands: the combiner-before-shuffle pattern.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from typing import Any
+
+__all__ = ["LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "percentile"]
+
+# Upper bounds (ms) of the latency histogram; the last bucket is open-ended.
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000,
+                      5000, 10000, 30000, 60000)
+
+
+class Deltas:
+    """Accumulates metric deltas for one micro-batch: ``{"metric|key": {field: amount}}``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def add(self, metric: str, key: str, fld: str, amount: float = 1.0) -> None:
+        self.data[f"{metric}|{key}"][fld] += amount
+
+    def latency(self, route: str, ms: float) -> None:
+        i = bisect.bisect_left(LATENCY_BUCKETS_MS, ms)
+        bucket = str(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else "inf"
+        d = self.data[f"latency|{route}"]
+        d[f"le_{bucket}"] += 1
+        d["count"] += 1
+        d["sum_ms"] += ms
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {k: dict(v) for k, v in self.data.items() if v}
+
+
+def merge(into: dict[str, float] | None, delta: dict[str, float]) -> dict[str, float]:
+    """A new window value with ``delta`` added (tables need a new object to record a change)."""
+    out = dict(into or {})
+    for k, v in delta.items():
+        out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def percentile(buckets: dict[str, float], q: float) -> float:
+    """The upper bound of the bucket holding the q-th quantile (0..1) of a latency histogram."""
+    total = sum(v for k, v in buckets.items() if k.startswith("le_"))
+    if total <= 0:
+        return 0.0
+    target = q * total
+    seen = 0.0
+    for bound in (*LATENCY_BUCKETS_MS, "inf"):
+        seen += buckets.get(f"le_{bound}", 0.0)
+        if seen >= target:
+            return float(bound) if bound != "inf" else float(LATENCY_BUCKETS_MS[-1])
+    return float(LATENCY_BUCKETS_MS[-1])
+
+
+def finalize(metric: str, value: dict[str, float]) -> dict[str, float]:
+    """What a window reports: derived values (means, percentiles) from the accumulated sums."""
+    if metric == "latency":
+        count = value.get("count", 0.0)
+        return {
+            "count": count,
+            "mean_ms": value.get("sum_ms", 0.0) / count if count else 0.0,
+            "p50_ms": percentile(value, 0.50),
+            "p90_ms": percentile(value, 0.90),
+            "p99_ms": percentile(value, 0.99),
+        }
+    if metric == "sentiment":
+        out: dict[str, float] = {}
+        for k, v in value.items():
+            if k.startswith("count."):
+                label = k.removeprefix("count.")
+                out[f"{label}.count"] = v
+                out[f"{label}.mean_score"] = value.get(f"score_sum.{label}", 0.0) / v if v else 0.0
+        return out
+    return dict(value)
+
+
+def split_key(table_key: Any) -> tuple[str, str]:
+    """``"metric|key"`` -> ``(metric, key)``."""
+    metric, _, key = str(table_key).partition("|")
+    return metric, key

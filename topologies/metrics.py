@@ -1,0 +1,48 @@
+"""Prometheus metrics of the Faust side, served on the Faust web port at ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["REGISTRY", "METRICS", "render"]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events_in = Counter("infertide_events_in_total", "Input records consumed", ["route"], registry=registry)
+        self.results_out = Counter("infertide_results_out_total", "Result records produced",
+                                   ["route", "topic"], registry=registry)
+        self.dlq = Counter("infertide_dlq_total", "Records sent to the dead-letter topic",
+                           ["route", "stage", "reason"], registry=registry)
+        self.frames_dropped = Counter("infertide_frames_dropped_total", "Video frames not inferred",
+                                      ["route", "reason"], registry=registry)
+        self.in_flight = Gauge("infertide_in_flight_calls", "Micro-batches in flight to Serve",
+                               ["route"], registry=registry)
+        self.batch_size = Histogram("infertide_microbatch_size", "Events per micro-batch taken from Kafka",
+                                    ["route"], buckets=_BATCH, registry=registry)
+        self.e2e_latency = Histogram("infertide_e2e_latency_seconds", "Event ts to result produce",
+                                     ["route"], buckets=_LATENCY_S, registry=registry)
+        self.serve_call = Histogram("infertide_serve_call_seconds", "One DeploymentHandle call",
+                                    ["route", "model"], buckets=_LATENCY_S, registry=registry)
+        self.serve_retries = Counter("infertide_serve_retries_total", "Serve calls retried",
+                                     ["route", "model"], registry=registry)
+        self.consumer_lag = Gauge("infertide_consumer_lag", "Highwater minus committed offset",
+                                  ["topic", "partition"], registry=registry)
+        self.committed = Gauge("infertide_committed_offset", "Last committed offset",
+                               ["topic", "partition"], registry=registry)
+        self.recommendations = Counter("infertide_recommendations_total", "Recommendation records emitted",
+                                       registry=registry)
+        self.windows_emitted = Counter("infertide_analytics_windows_total", "Closed analytics windows emitted",
+                                       ["metric"], registry=registry)
+
+
+METRICS = _Metrics(REGISTRY)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

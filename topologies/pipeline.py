@@ -1,0 +1,271 @@
+"""One route's processing engine: decode, sample, call the models, build outputs, produce in order, ack.
+
+The engine is independent of Faust: it takes consumed records and two async
+callables (``infer`` to reach a Serve deployment, ``send`` to schedule a Kafka
+produce and return its delivery future). The Faust agent feeds it micro-batches;
+unit tests feed it fakes.
+
+Delivery: a batch's events are acknowledged (made committable) only after every
+record it produced (results, dead letters, summary) is acknowledged by the
+broker. Order: batches are produced strictly in the order they were taken,
+whatever order their Serve calls finish in, so results of one partition keep
+input order with ``max_in_flight`` calls outstanding. Backpressure: with
+``max_in_flight`` batches outstanding, :meth:`RoutePipeline.submit` waits, so the
+agent stops taking and Faust stops fetching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from schemas.codec import EventDecodeError, Limits, decode
+from schemas.topology import RouteConfig, Topology
+from topologies.analytics import Deltas
+from topologies.metrics import METRICS
+from topologies.recommend import engagement_weight, item_labels
+from topologies.records import InputRecord, OutRecord, dead_letter, now_ms, result_record
+from topologies.sampling import FrameSampler
+
+__all__ = ["BatchOutput", "InferFn", "RoutePipeline", "SendFn", "SCHEMA_OF_KIND"]
+
+log = logging.getLogger(__name__)
+
+InferFn = Callable[[str, list[Any]], Awaitable[list[dict[str, Any]]]]
+SendFn = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
+SCHEMA_OF_KIND = {"text": "text.v1", "image": "image.v1", "video": "video_frame.v1"}
+
+
+class InferenceFailed(Exception):
+    def __init__(self, model: str, attempts: int, cause: BaseException) -> None:
+        self.model, self.attempts, self.cause = model, attempts, cause
+        super().__init__(f"{model}: {type(cause).__name__}: {cause} (after {attempts} attempts)")
+
+
+@dataclass
+class BatchOutput:
+    records: list[OutRecord] = field(default_factory=list)
+    results: int = 0
+    dead: int = 0
+    dropped: int = 0
+
+
+class RoutePipeline:
+    """Processes one route's micro-batches.
+
+    Args:
+        topology: the validated topology.
+        route: the route this engine serves.
+        infer: ``await infer(model_name, items) -> replies`` (a Serve handle call).
+        send: ``await send(record) -> delivery future`` (schedules a produce).
+        summary_topic: internal topic for per-batch analytics/recommendation summaries.
+        on_fatal: called when producing fails, so the worker can stop without committing.
+    """
+
+    def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send: SendFn,
+                 summary_topic: str | None, on_fatal: Callable[[BaseException], None] | None = None) -> None:
+        self.topology = topology
+        self.route = route
+        self.infer = infer
+        self.send = send
+        self.summary_topic = summary_topic
+        self.on_fatal = on_fatal
+        self.schema = SCHEMA_OF_KIND[route.kind]
+        self.limits = Limits.from_config(topology.limits)
+        self.dlq_topic = topology.topics.dlq
+        self.tasks = {m: topology.models[m].task for m in route.models}
+        self.outputs = {m: topology.output_topic(route, m) for m in route.models}
+        self.sampler = FrameSampler(route.sampling) if route.kind == "video" and route.sampling else None
+        self._slots = asyncio.Semaphore(route.max_in_flight)
+        self._queue: asyncio.Queue[tuple[asyncio.Task[BatchOutput], Callable[[], Awaitable[Any]], float]] = asyncio.Queue()
+        self._sequencer: asyncio.Task[None] | None = None
+        self._outstanding = 0
+        self.failed: BaseException | None = None
+
+    # -- the ordered, bounded submit path ------------------------------------------------
+
+    async def submit(self, records: list[InputRecord], ack: Callable[[], Awaitable[Any]]) -> None:
+        """Start processing a batch; returns once it is queued (waits while ``max_in_flight`` are out)."""
+        if self.failed is not None:
+            raise RuntimeError("route pipeline stopped after a produce failure") from self.failed
+        await self._slots.acquire()
+        self._outstanding += 1
+        METRICS.in_flight.labels(self.route.name).set(self._outstanding)
+        METRICS.batch_size.labels(self.route.name).observe(len(records))
+        METRICS.events_in.labels(self.route.name).inc(len(records))
+        task = asyncio.ensure_future(self.process(records))
+        await self._queue.put((task, ack, time.monotonic()))
+        if self._sequencer is None or self._sequencer.done():
+            self._sequencer = asyncio.ensure_future(self._sequence())
+
+    async def drain(self) -> None:
+        """Wait until every submitted batch has been produced and acknowledged."""
+        while self._outstanding and self.failed is None:
+            await asyncio.sleep(0.01)
+
+    async def _sequence(self) -> None:
+        while True:
+            task, ack, _t0 = await self._queue.get()
+            try:
+                out = await task
+                futures = [await self.send(r) for r in out.records]
+                await asyncio.gather(*futures)
+                await ack()
+            except BaseException as err:  # produce failed: never ack, stop the worker
+                self.failed = err
+                log.critical("route %s: producing results failed, stopping without commit: %r",
+                             self.route.name, err)
+                if self.on_fatal:
+                    self.on_fatal(err)
+                raise
+            finally:
+                self._outstanding -= 1
+                METRICS.in_flight.labels(self.route.name).set(self._outstanding)
+                self._slots.release()
+
+    # -- processing one batch ------------------------------------------------------------
+
+    async def process(self, records: list[InputRecord]) -> BatchOutput:
+        """Everything one batch produces; never raises (unexpected errors dead-letter the batch)."""
+        try:
+            return await self._process(records)
+        except Exception as err:  # a bug must not lose events: dead-letter them with the reason
+            log.exception("route %s: batch failed unexpectedly", self.route.name)
+            out = BatchOutput()
+            for rec in records:
+                out.records.append(dead_letter(rec, topic=self.dlq_topic, route=self.route.name,
+                                               stage="infer", error=err))
+                self._count_dlq("infer", type(err).__name__)
+            out.dead = len(records)
+            return out
+
+    async def _process(self, records: list[InputRecord]) -> BatchOutput:
+        out = BatchOutput()
+        deltas = Deltas()
+        name = self.route.name
+        deltas.add("events", name, "in", len(records))
+        valid = self._decode_and_sample(records, out, deltas)
+        t_sent = time.monotonic()
+        replies = await asyncio.gather(*(self._call(m, valid) for m in self.route.models)) if valid else []
+        queue_ms = 0.0
+        engagements: list[dict[str, Any]] = []
+        items: dict[str, dict[str, float]] = {}
+        for model, reply_list in zip(self.route.models, replies):
+            task, topic = self.tasks[model], self.outputs[model]
+            if isinstance(reply_list, InferenceFailed):
+                for rec in valid:
+                    out.records.append(dead_letter(rec, topic=self.dlq_topic, route=name, stage="infer",
+                                                   error=reply_list, attempts=reply_list.attempts,
+                                                   error_class=type(reply_list.cause).__name__))
+                    self._count_dlq("infer", type(reply_list.cause).__name__, deltas)
+                continue
+            for rec, reply in zip(valid, reply_list):
+                if not reply.get("ok"):
+                    out.records.append(dead_letter(rec, topic=self.dlq_topic, route=name, stage="infer",
+                                                   error=reply.get("error", "model error"),
+                                                   error_class=reply.get("error_class", "ModelError")))
+                    self._count_dlq("infer", reply.get("error_class", "ModelError"), deltas)
+                    continue
+                out.records.append(result_record(rec, topic=topic, task=task, reply=reply, queue_ms=queue_ms))
+                out.results += 1
+                self._account(rec, task, reply["result"], deltas, engagements, items,
+                              primary=model == self.route.models[0])
+        elapsed = time.monotonic() - t_sent
+        if out.results:
+            deltas.add("events", name, "out", out.results)
+        for model in self.route.models:
+            METRICS.serve_call.labels(name, model).observe(elapsed)
+        METRICS.results_out.labels(name, "results").inc(out.results)
+        if self.summary_topic:
+            summary = {"route": name, "ts": now_ms(), "metrics": deltas.as_dict(),
+                       "engagements": engagements, "items": [{"item_id": k, "labels": v} for k, v in items.items()]}
+            out.records.append(OutRecord(self.summary_topic, name.encode(), orjson.dumps(summary)))
+        return out
+
+    def _decode_and_sample(self, records: list[InputRecord], out: BatchOutput, deltas: Deltas) -> list[InputRecord]:
+        valid = []
+        now = now_ms()
+        for rec in records:
+            try:
+                rec.event = decode(rec.value, self.schema, self.limits)
+            except EventDecodeError as err:
+                out.records.append(dead_letter(rec, topic=self.dlq_topic, route=self.route.name,
+                                               stage="decode", error=err))
+                out.dead += 1
+                self._count_dlq("decode", "EventDecodeError", deltas)
+                continue
+            if self.sampler is not None:
+                ev = rec.event
+                decision = self.sampler.decide(ev.stream_id, ev.frame_index, ev.pts_ms, ev.ts, now)
+                if decision != "keep":
+                    reason = "lag" if decision == "lag" else "sampled"
+                    METRICS.frames_dropped.labels(self.route.name, reason).inc()
+                    deltas.add("events", self.route.name, f"dropped_{reason}")
+                    out.dropped += 1
+                    continue
+            valid.append(rec)
+        return valid
+
+    def _count_dlq(self, stage: str, reason: str, deltas: Deltas | None = None) -> None:
+        METRICS.dlq.labels(self.route.name, stage, reason).inc()
+        if deltas is not None:
+            deltas.add("events", self.route.name, "dlq")
+
+    def _items_for(self, model: str, valid: list[InputRecord]) -> list[Any]:
+        if self.route.kind == "text":
+            return [rec.event.text for rec in valid]
+        return [rec.event.image.model_dump(include={"data", "uri"}) for rec in valid]
+
+    async def _call(self, model: str, valid: list[InputRecord]) -> list[dict[str, Any]] | InferenceFailed:
+        """One Serve call with retry and backoff for transient failures (timeouts, replica restarts)."""
+        items = self._items_for(model, valid)
+        route = self.route
+        last: BaseException | None = None
+        for attempt in range(1, route.max_attempts + 1):
+            try:
+                replies = await asyncio.wait_for(self.infer(model, items), route.call_timeout_s)
+                if len(replies) != len(items):
+                    raise RuntimeError(f"{model} returned {len(replies)} replies for {len(items)} items")
+                return replies
+            except Exception as err:  # transient or not, retried a bounded number of times
+                last = err
+                if attempt < route.max_attempts:
+                    METRICS.serve_retries.labels(route.name, model).inc()
+                    log.warning("route %s: %s call failed (attempt %d/%d): %r", route.name, model,
+                                attempt, route.max_attempts, err)
+                    await asyncio.sleep(route.retry_backoff_s * 2 ** (attempt - 1))
+        assert last is not None
+        return InferenceFailed(model, route.max_attempts, last)
+
+    def _account(self, rec: InputRecord, task: str, result: dict[str, Any], deltas: Deltas,
+                 engagements: list[dict[str, Any]], items: dict[str, dict[str, float]], *, primary: bool) -> None:
+        """Analytics deltas and recommendation signals of one successful result."""
+        ev, name = rec.event, self.route.name
+        if primary:  # one latency sample and one engagement per event, not per model
+            deltas.latency(name, float(now_ms() - ev.ts))
+            METRICS.e2e_latency.labels(name).observe(max(0.0, (now_ms() - ev.ts) / 1000))
+        if task == "sentiment":
+            deltas.add("sentiment", name, f"count.{result['label']}")
+            deltas.add("sentiment", name, f"score_sum.{result['label']}", float(result["score"]))
+        elif task == "detection":
+            for box in result.get("boxes", []):
+                deltas.add("detections", name, box["label"])
+                if getattr(ev, "stream_id", None):
+                    deltas.add("detections_stream", ev.stream_id, box["label"])
+        elif task == "tagging":
+            for tag in result.get("tags", []):
+                deltas.add("tags", name, tag["label"])
+        labels = item_labels(task, result)
+        if ev.item_id and labels:
+            merged = items.setdefault(ev.item_id, {})
+            for k, v in labels.items():
+                merged[k] = max(merged.get(k, 0.0), v)
+        if primary and ev.user_id and ev.item_id:
+            engagements.append({"user_id": ev.user_id, "item_id": ev.item_id, "event_id": ev.event_id,
+                                "weight": engagement_weight(task, result)})

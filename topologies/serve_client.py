@@ -1,0 +1,63 @@
+"""How the Faust worker reaches the models: it joins the Ray cluster as a client and calls
+Serve deployments through ``DeploymentHandle``s (never importing model code).
+
+Call :func:`connect_ray` before the Faust worker starts: ``ray.init`` inside the
+running worker fails because Faust has replaced stdout/stderr with a logging
+proxy that has no ``fileno()`` (ENVIRONMENT.md), and ``ray.init`` replaces the
+SIGTERM handler, which we restore so the worker still shuts down cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from schemas.topology import Topology
+
+__all__ = ["ServeInfer", "connect_ray"]
+
+log = logging.getLogger(__name__)
+
+
+def connect_ray(address: str | None = None, namespace: str = "serve") -> None:
+    """Join an existing Ray cluster (``address``, ``$RAY_ADDRESS`` or ``auto``) as a driver."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    previous_term = signal.getsignal(signal.SIGTERM)
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    try:
+        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+    finally:
+        sys.stdout, sys.stderr = out, err
+        signal.signal(signal.SIGTERM, previous_term)
+    log.info("joined Ray cluster at %s", address)
+
+
+class ServeInfer:
+    """``await infer(model_name, items)``: one call to the model's Serve deployment.
+
+    Handles are created lazily, once per model, for the topology's Serve application.
+    """
+
+    def __init__(self, topology: Topology) -> None:
+        self.app_name = topology.serve_app_name
+        self._handles: dict[str, Any] = {}
+
+    def handle(self, model: str) -> Any:
+        h = self._handles.get(model)
+        if h is None:
+            from ray import serve
+
+            h = serve.get_deployment_handle(model, app_name=self.app_name)
+            self._handles[model] = h
+        return h
+
+    async def __call__(self, model: str, items: list[Any]) -> list[dict[str, Any]]:
+        return await self.handle(model).infer.remote(items)
