@@ -100,7 +100,8 @@ def decode(data: bytes | bytearray | memoryview | str, schema: str, limits: Limi
         raise EventDecodeError(schema, "", f"expected a JSON object, got {type(obj).__name__}")
     _check_limits(schema, obj, limits)
     try:
-        return cls.model_validate(obj)
+        # strict: the wire types are JSON Schema's, so "ts": "1" or "ts": true is an error, not coerced
+        return cls.model_validate(obj, strict=True)
     except ValidationError as err:
         raise _first_error(schema, err) from None
     except (ValueError, TypeError, RecursionError) as err:  # defensive: validators must never leak

@@ -64,6 +64,12 @@ class TextEvent(BaseEvent):
 class ImageRef(_Wire):
     """An image inline (base64 in ``data``) or by reference (``uri``): exactly one of them."""
 
+    # The same rule for JSON Schema users: exactly one of the two is a (non-null) string.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["data"], "properties": {"data": {"type": "string"}}},
+        {"required": ["uri"], "properties": {"uri": {"type": "string"}}},
+    ]})
+
     data: Annotated[str, Field(pattern=_BASE64, description="base64 of the encoded image")] | None = None
     uri: Annotated[str, Field(pattern=_URI, max_length=2048)] | None = None
     mime: Annotated[str, Field(pattern=r"^image/[a-z0-9.+-]+$")] | None = None
