@@ -206,11 +206,18 @@ class RouteConfig(_Strict):
 
 
 class AnalyticsConfig(_Strict):
-    """Tumbling windows over the results, emitted to the analytics topic when closed."""
+    """Tumbling windows over the results. A window stays readable (web views) until it
+    expires, ``expires_s`` after it starts, and is then emitted to the analytics topic."""
 
     enabled: bool = True
     window_s: PositiveFloat = 10.0
-    expires_s: PositiveFloat = 3600.0
+    expires_s: PositiveFloat = 20.0
+
+    @model_validator(mode="after")
+    def _expires_after_close(self) -> AnalyticsConfig:
+        if self.expires_s < self.window_s:
+            raise ValueError("expires_s must be >= window_s (a window cannot expire before it closes)")
+        return self
 
 
 class RecommendationsConfig(_Strict):
@@ -321,7 +328,9 @@ def _explain(err: ValidationError, source: str) -> str:
             lines.append(f"  {key}: required key is missing; add it")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+            got = e.get("input")
+            # a whole section as "got" buries the message; show scalars only
+            lines.append(f"  {key}: {msg}" + ("" if isinstance(got, (dict, list)) else f" (got {got!r})"))
     return "\n".join(lines)
 
 

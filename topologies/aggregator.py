@@ -82,7 +82,7 @@ class Aggregator:
     def current_windows(self) -> list[dict[str, Any]]:
         """Every window still held (open or not yet expired), newest first, with derived values."""
         out = []
-        for (table_key, (start, end)), value in list(self.windows.data.items()):
+        for (table_key, (start, end)), value in list(self.windows.table.data.items()):
             metric, sub = split_key(table_key)
             out.append({"metric": metric, "key": sub, "window_start": int(start * 1000),
                         "window_end": int(end * 1000), "values": finalize(metric, value)})

@@ -85,6 +85,8 @@ class InfertideApp:
         )
         self.aggregator = Aggregator(self.app, topology)
         self.pipelines: dict[str, RoutePipeline] = {}
+        self.source_topics = {topology.input_topic(r) for r in topology.routes}
+        self.source_topics.add(self.aggregator.summary_topic.get_topic_name())
         self.recent: dict[str, deque[dict[str, Any]]] = {}
         self.started = time.time()
         self.last_commit_progress = time.monotonic()
@@ -129,6 +131,8 @@ class InfertideApp:
         consumer = self.app.consumer
         committed_map = getattr(consumer, "_committed_offset", {})
         for tp in consumer.assignment():
+            if tp.topic not in self.source_topics:
+                continue  # table changelogs are read only during recovery
             high = consumer.highwater(tp)
             committed = committed_map.get(tp)
             if high is None:
