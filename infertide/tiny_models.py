@@ -64,6 +64,12 @@ def offline_env(root: str | Path) -> dict[str, str]:
                 shutil.copyfile(src, font_dir / name)
     except ImportError:  # ultralytics then only misses its plotting font
         pass
+    token = dirs["ray"] / "auth_token"  # Ray 2.60 token auth fails on a missing token file
+    if not token.exists():
+        import secrets
+
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
     settings = font_dir / "settings.json"
     if not settings.exists():
         settings.write_text('{"sync": false}')

@@ -103,7 +103,7 @@ def build_application(topology: Topology) -> Application:
     for name in topology.models:
         opts = deployment_options(topology, name)
         dep = serve.deployment(ModelServer).options(**opts)
-        bound[name] = dep.bind(name, opts["user_config"])
+        bound[name] = dep.bind(name)  # config arrives via user_config -> reconfigure
     ingress = serve.deployment(Ingress).options(
         name=INGRESS_NAME, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
     )

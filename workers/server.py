@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import os
 from typing import Any
 
 from ray import serve
@@ -40,10 +41,13 @@ class ModelServer:
 
     Args:
         model_name: the deployment name (the key under ``models:``), used in metrics.
-        user_config: the model config as plain data (what Serve's ``user_config`` carries).
+        user_config: the model config as plain data. Under Serve leave it out: Serve
+            passes the deployment's ``user_config`` to ``reconfigure`` right after
+            construction, and a later change to it reconfigures the live replica
+            instead of restarting it (a changed constructor argument would restart).
     """
 
-    def __init__(self, model_name: str, user_config: dict[str, Any]) -> None:
+    def __init__(self, model_name: str, user_config: dict[str, Any] | None = None) -> None:
         self.model_name = model_name
         self.cfg: ModelConfig | None = None
         self.model: BatchedModel | None = None
@@ -51,7 +55,8 @@ class ModelServer:
         self._batcher_concurrency = 0
         self.reset_stats()
         self._metric = self._make_metric()
-        self.reconfigure(user_config)
+        if user_config is not None:
+            self.reconfigure(user_config)
 
     # -- config ------------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -85,7 +90,8 @@ class ModelServer:
             raise TypeError(f"infer takes a list of items, got {type(items).__name__}")
         if not items:
             return []
-        assert self.cfg is not None
+        if self.cfg is None:
+            raise RuntimeError("ModelServer has no config yet; call reconfigure(user_config) first")
         n = self.cfg.batching.max_batch_size
         if len(items) <= n:
             return await self._batcher(items)
@@ -145,6 +151,7 @@ class ModelServer:
         labels = [f"<={b}" for b in BATCH_SIZE_BUCKETS] + [f">{BATCH_SIZE_BUCKETS[-1]}"]
         return {
             "deployment": self.model_name,
+            "pid": os.getpid(),
             "model": self.model.identity.as_dict() if self.model else None,
             "batches": self._batches,
             "count": self._batches,
