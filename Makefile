@@ -59,3 +59,16 @@ bench-workers: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis artifacts
+
+# kustomize renders k8s/ in tests/k8s; built from the Go module proxy into .cache/tools/bin.
+KUSTOMIZE := .cache/tools/bin/kustomize
+KUSTOMIZE_VERSION := v5.7.1
+$(KUSTOMIZE):
+	GOBIN=$(CURDIR)/.cache/tools/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+.PHONY: kustomize k8s-gen
+kustomize: $(KUSTOMIZE)
+
+# Regenerates the manifests that follow the topology (KafkaTopics, serveConfigV2, ConfigMap copy).
+k8s-gen: $(STAMP)
+	$(BIN)/python -m infertide.k8s_gen

@@ -89,10 +89,11 @@ def test_every_topic_has_a_kafkatopic(rendered: Rendered) -> None:
             assert topics[name]["partitions"] == topo.topics.partitions
             assert topics[name]["replicas"] == topo.topics.replication_factor
             assert topics[name]["config"]["retention.ms"] == topo.topics.retention_ms
+        # The Faust app's own topics, with the partition count it declares (Faust refuses a mismatch).
+        for name, partitions, _ in k8s_gen.faust_internal_topics(topo):
+            assert topics[name]["partitions"] == partitions, name
         changelogs = [s for n, s in topics.items() if n.endswith("-changelog")]
         assert changelogs and all("compact" in s["config"]["cleanup.policy"] for s in changelogs)
-        # Faust co-partitions a table's changelog with its source topics.
-        assert all(s["partitions"] == topo.topics.partitions for s in changelogs)
 
 
 def faust_container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +132,8 @@ def test_faust_worker_entry_point_and_probes(rendered: Rendered) -> None:
         assert pod["terminationGracePeriodSeconds"] >= 60
         env = {e["name"]: e for e in c["env"]}
         assert env["INFERTIDE_CONFIG"]["value"] == k8s_gen.CONFIG_PATH
+        # The Faust web server binds 127.0.0.1 by default: kubelet probes and Prometheus need the pod IP.
+        assert env["INFERTIDE_WEB_HOST"]["value"] == "0.0.0.0"
         assert env["RAY_ADDRESS"]["value"] == f"{rayservices[overlay]['metadata']['name']}-head-svc:6379"
         assert "secretKeyRef" in env["KAFKA_SASL_PASSWORD"]["valueFrom"]
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
