@@ -57,3 +57,13 @@ def test_broken_examples_rejected_by_schema_and_codec(name: str, why: str, examp
         decode(orjson.dumps(example), name)
     assert info.value.schema == name
     assert str(info.value).startswith(f"{name}: ")
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_example_files_match_fixture(name: str) -> None:
+    """``schemas/examples/*.json`` (for users with only jsonschema) are the fixture's examples."""
+    from tests.fixtures.examples import BROKEN
+
+    folder = SCHEMA_DIR / "examples"
+    assert json.loads((folder / f"{name}.valid.json").read_text()) == VALID[name]
+    assert json.loads((folder / f"{name}.broken.json").read_text()) == [{"why": w, "event": e} for w, e in BROKEN[name]]
