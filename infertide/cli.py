@@ -417,3 +417,4 @@ def main() -> None:
 # ---------------------------------------------------------------- more commands
 # Other modules add their commands here, e.g. `from infertide import commands_up  # noqa: E402,F401`,
 # where commands_up does `from infertide.cli import app` and `@app.command("up")`.
+from infertide import commands_run  # noqa: E402,F401

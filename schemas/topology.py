@@ -68,6 +68,7 @@ class KafkaConfig(_Strict):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    # Also the Faust app id: it prefixes internal topics (``<group>-summaries``, table changelogs).
     consumer_group: str = "infertide"
     session_timeout_s: PositiveFloat = 10.0
     heartbeat_interval_s: PositiveFloat = 3.0

@@ -63,8 +63,9 @@ class InfertideApp:
         self.topology = topology
         self.infer = infer
         k = topology.kafka
+        # The Faust app id is the consumer group id and prefixes internal topics and changelogs.
         self.app = faust.App(
-            topology.name,
+            k.consumer_group,
             broker=[f"kafka://{b.strip()}" for b in k.bootstrap_servers.split(",")],
             broker_credentials=_credentials(topology),
             key_serializer="raw",

@@ -1,0 +1,167 @@
+"""The local runtime: a Ray cluster with the Serve app, and supervised Faust worker processes.
+
+Used by ``infertide up`` / ``demo`` / ``bench`` and by the end-to-end tests, so
+what the tests start is what users start. Everything binds to 127.0.0.1; every
+process we start is stopped by its own PID.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.topology import Topology
+
+__all__ = ["RayServe", "WorkerProcess", "local_env"]
+
+log = logging.getLogger(__name__)
+
+
+def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for local Ray/Faust processes: loopback-only Ray, no usage stats.
+
+    Ray 2.60 turns token auth on by default and a client passing an explicit
+    address then fails with ``InvalidAuthToken``; a loopback-only dev cluster runs
+    with auth disabled on both sides (ENVIRONMENT.md). Clusters on Kubernetes keep
+    their own auth settings.
+    """
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("RAY_DEDUP_LOGS", "0")
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class RayServe:
+    """A local Ray cluster started by this process (torn down with it) running the topology's Serve app.
+
+    Args:
+        topology: which models to deploy.
+        num_cpus: CPUs Ray may schedule on (deployments take fractional CPUs from the config).
+    """
+
+    topology: Topology
+    num_cpus: int | None = None
+    address: str = ""
+
+    def start(self) -> RayServe:
+        for k, v in local_env().items():
+            if k.startswith("RAY_"):
+                os.environ.setdefault(k, v)
+        import ray
+        from ray import serve
+
+        from workers.app import deploy
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
+                     _node_ip_address="127.0.0.1", namespace="serve", log_to_driver=False,
+                     logging_level=logging.WARNING)
+        self.address = ray.get_runtime_context().gcs_address
+        from infertide.broker import free_port
+
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+        deploy(self.topology)
+        return self
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+@dataclass
+class WorkerProcess:
+    """One ``infertide worker`` child process, reachable on its web port.
+
+    Args:
+        config_path: the topology YAML the worker loads.
+        ray_address: the Ray cluster to join (GCS address).
+        web_port: the Faust web port (overrides the topology's).
+        log_path: where the child's output goes.
+    """
+
+    config_path: Path
+    ray_address: str
+    web_port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        cmd = [sys.executable, "-m", "infertide", "--config", str(self.config_path), "worker",
+               "--ray-address", self.ray_address, "--web-port", str(self.web_port)]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=local_env(self.env),
+                                     start_new_session=True)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:  # noqa: S310 - loopback
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until ``/readyz`` answers 200 with partitions assigned; raises with the log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                status, body = self.get("/readyz")
+                if status == 200 and b'"assigned_partitions":0' not in body:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"worker not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case (nothing flushed, nothing committed)."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait (Faust commits what was acknowledged), SIGKILL after ``timeout``."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode

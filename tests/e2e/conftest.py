@@ -1,0 +1,93 @@
+"""The whole pipeline for end-to-end tests: real Kafka, a real Ray Serve app with the tiny models,
+and ``infertide worker`` child processes (the same runtime ``infertide up`` uses)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from kafka import KafkaConsumer, TopicPartition
+
+from infertide.admin import ensure_topics
+from infertide.broker import free_port
+from infertide.runtime import RayServe, WorkerProcess
+from infertide.tiny_models import tiny_topology_dict
+from schemas.topology import Topology, parse_topology
+
+TOPIC_ALIASES = ("text", "image", "video", "sentiment", "detections", "tags", "recommendations", "analytics", "dlq")
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    ray_address: str
+    models_dir: Path
+    workdir: Path
+    env: dict[str, str]
+
+    def topology(self, prefix: str, **route_overrides: Any) -> tuple[Topology, Path]:
+        """A topology with its own topics and consumer group (so tests don't share state)."""
+        d = tiny_topology_dict(self.models_dir)
+        d["kafka"] = {"bootstrap_servers": self.bootstrap, "consumer_group": f"{prefix}-group",
+                      "session_timeout_s": 6, "heartbeat_interval_s": 2, "commit_interval_s": 0.5}
+        d["topics"] = {a: f"{prefix}.{a}" for a in TOPIC_ALIASES} | {"partitions": 4}
+        d["routes"].append({"name": "video", "input": "video", "kind": "video", "models": ["detection"],
+                            "batch_size": 8, "batch_within_s": 0.05, "max_in_flight": 4,
+                            "sampling": {"every_n": 2, "max_lag_ms": None}})
+        for r in d["routes"]:
+            r.update(route_overrides.get(r["name"], {}))
+        d["analytics"] = {"window_s": 2, "expires_s": 4}
+        d["recommendations"] = {"top_k": 3, "item_pool_size": 500}
+        d["web_port"] = free_port()
+        path = self.workdir / f"{prefix}.yaml"
+        path.write_text(yaml.safe_dump(d, sort_keys=False))
+        topology = parse_topology(d, str(path))
+        ensure_topics(topology)
+        return topology, path
+
+    def worker(self, topology: Topology, path: Path, name: str) -> WorkerProcess:
+        return WorkerProcess(path, self.ray_address, topology.web_port, self.workdir / f"{name}.log", env=self.env)
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tiny_models_dir: Path, offline_model_env: dict[str, str],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    topology = parse_topology(tiny_topology_dict(tiny_models_dir), "<tiny>")
+    serve = RayServe(topology, num_cpus=2).start()
+    try:
+        yield Stack(kafka_bootstrap, serve.address, tiny_models_dir, tmp_path_factory.mktemp("e2e"),
+                    dict(offline_model_env))
+    finally:
+        serve.stop()
+
+
+def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool], timeout: float,
+               decode: bool = True) -> list[Any]:
+    """Every record of ``topic`` from the beginning, read until ``until(records)`` or ``timeout``.
+
+    Records are ``(partition, offset, value)`` with ``value`` decoded from JSON.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=500, client_id=f"t-{uuid.uuid4().hex[:6]}")
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for m in consumer:
+                records.append((m.partition, m.offset, orjson.loads(m.value) if decode else m.value))
+            if until(records):
+                break
+    finally:
+        consumer.close()
+    return records
