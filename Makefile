@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHECKOV := .cache/tools/checkov/bin/checkov
+KUSTOMIZE := .cache/tools/bin/kustomize
+KUSTOMIZE_VERSION := v5.7.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE ?= 1
 export YOLO_OFFLINE ?= 1
@@ -37,7 +39,7 @@ $(CHECKOV):
 jars: $(STAMP)
 	$(BIN)/infertide kafka fetch
 
-install: $(STAMP) system-deps jars $(CHECKOV)
+install: $(STAMP) system-deps jars $(CHECKOV) $(KUSTOMIZE)
 
 test: install
 	$(BIN)/python -m pytest tests
@@ -61,8 +63,6 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis artifacts
 
 # kustomize renders k8s/ in tests/k8s; built from the Go module proxy into .cache/tools/bin.
-KUSTOMIZE := .cache/tools/bin/kustomize
-KUSTOMIZE_VERSION := v5.7.1
 $(KUSTOMIZE):
 	GOBIN=$(CURDIR)/.cache/tools/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
