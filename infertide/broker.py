@@ -142,7 +142,9 @@ class LocalKafka:
         data = self.workdir / "data"
         if data.exists():  # the controller port changed: a fresh log is simpler than a re-vote
             shutil.rmtree(data)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # StorageTool reads "-t -xyz" as an option (1 in 64 ids); Kafka avoids them too
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         fmt = subprocess.run([*self._java(libs), "kafka.tools.StorageTool", "format", "-t", cluster_id,
                               "-c", str(config)], capture_output=True, text=True)
         if fmt.returncode != 0:
