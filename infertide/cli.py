@@ -418,3 +418,4 @@ def main() -> None:
 # Other modules add their commands here, e.g. `from infertide import commands_up  # noqa: E402,F401`,
 # where commands_up does `from infertide.cli import app` and `@app.command("up")`.
 from infertide import commands_run  # noqa: E402,F401
+from infertide import commands_up  # noqa: E402,F401
