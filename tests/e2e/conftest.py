@@ -75,7 +75,7 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     Records are ``(partition, offset, value)`` with ``value`` decoded from JSON.
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=500, client_id=f"t-{uuid.uuid4().hex[:6]}")
+                             auto_offset_reset="earliest", client_id=f"t-{uuid.uuid4().hex[:6]}")
     parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
@@ -83,11 +83,9 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     records: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            for m in consumer:
-                records.append((m.partition, m.offset, orjson.loads(m.value) if decode else m.value))
-            if until(records):
-                break
+        while time.monotonic() < deadline and not until(records):
+            for batch in consumer.poll(timeout_ms=200, max_records=500).values():
+                records.extend((m.partition, m.offset, orjson.loads(m.value) if decode else m.value) for m in batch)
     finally:
         consumer.close()
     return records
