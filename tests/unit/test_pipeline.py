@@ -1,0 +1,167 @@
+"""The route engine's own logic with fake model calls and a fake producer (no Kafka, no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.codec import encode
+from schemas.events import TextEvent
+from schemas.topology import parse_topology
+from topologies.pipeline import RoutePipeline
+from topologies.records import InputRecord, OutRecord, child_traceparent
+
+
+def _topology(**route: Any) -> Any:
+    return parse_topology({
+        "models": {"sentiment": {"task": "sentiment", "model": "x"}},
+        "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["sentiment"], **route}],
+    })
+
+
+def _rec(i: int, value: bytes | None = None, partition: int = 0) -> InputRecord:
+    if value is None:
+        value = encode(TextEvent(event_id=f"e{i}", ts=1, user_id="u", item_id="it", text=f"text {i}"))
+    return InputRecord("events.text", partition, i, f"k{i}".encode(), value,
+                       {"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+
+
+def _ok(label: str = "POSITIVE") -> dict[str, Any]:
+    return {"ok": True, "result": {"label": label, "score": 0.75}, "model": {"name": "m", "version": "1"},
+            "inference_ms": 1.0}
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.sent: list[OutRecord] = []
+
+    async def send(self, rec: OutRecord) -> asyncio.Future[None]:
+        self.sent.append(rec)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def values(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in self.sent if r.topic == topic]
+
+
+async def test_results_keep_submit_order_when_calls_finish_out_of_order() -> None:
+    topology = _topology(max_in_flight=4)
+    broker = FakeBroker()
+    in_flight = 0
+    peak = 0
+
+    async def infer(model: str, items: list[Any]) -> list[dict[str, Any]]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(random.uniform(0, 0.03))
+        in_flight -= 1
+        return [_ok() for _ in items]
+
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=broker.send, summary_topic=None)
+    acked: list[int] = []
+    for b in range(12):
+        batch = [_rec(b * 5 + j) for j in range(5)]
+        await pipe.submit(batch, ack=lambda b=b: asyncio.sleep(0, acked.append(b)))
+    await pipe.drain()
+    ids = [v["event_id"] for v in broker.values("inference.sentiment")]
+    assert ids == [f"e{i}" for i in range(60)]
+    assert acked == list(range(12))
+    assert 1 < peak <= 4
+
+
+async def test_invalid_events_go_to_the_dlq_and_the_batch_goes_on() -> None:
+    topology = _topology()
+    broker = FakeBroker()
+
+    async def infer(model: str, items: list[Any]) -> list[dict[str, Any]]:
+        return [_ok() if "2" not in t else {"ok": False, "error_class": "TextTooLong", "error": "too long"}
+                for t in items]
+
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=broker.send, summary_topic="sum")
+    out = await pipe.process([_rec(1), _rec(9, b"{not json"), _rec(2), _rec(3)])
+    assert out.results == 2
+    dlq = broker.values("x") or [orjson.loads(r.value) for r in out.records if r.topic == "events.dlq"]
+    assert [(d["stage"], d["offset"]) for d in dlq] == [("decode", 9), ("infer", 2)]
+    assert "not valid JSON" in dlq[0]["error"] and dlq[1]["error_class"] == "TextTooLong"
+    summary = orjson.loads(next(r.value for r in out.records if r.topic == "sum"))
+    assert summary["metrics"]["events|text"] == {"in": 4.0, "dlq": 2.0, "out": 2.0}
+    assert summary["engagements"][0]["weight"] == pytest.approx(0.75)
+
+
+async def test_transient_failures_are_retried_then_dead_lettered_with_attempts() -> None:
+    topology = _topology(max_attempts=3, retry_backoff_s=0.001)
+    calls = 0
+
+    async def flaky(model: str, items: list[Any]) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError("replica restarting")
+        return [_ok() for _ in items]
+
+    pipe = RoutePipeline(topology, topology.routes[0], infer=flaky, send=FakeBroker().send, summary_topic=None)
+    out = await pipe.process([_rec(1)])
+    assert out.results == 1 and calls == 3
+
+    async def down(model: str, items: list[Any]) -> list[dict[str, Any]]:
+        raise TimeoutError("no replica")
+
+    pipe = RoutePipeline(topology, topology.routes[0], infer=down, send=FakeBroker().send, summary_topic=None)
+    out = await pipe.process([_rec(1), _rec(2)])
+    dlq = [orjson.loads(r.value) for r in out.records]
+    assert [(d["attempts"], d["error_class"], d["stage"]) for d in dlq] == [(3, "TimeoutError", "infer")] * 2
+
+
+async def test_backpressure_bounds_batches_in_flight() -> None:
+    topology = _topology(max_in_flight=2)
+    release = asyncio.Event()
+
+    async def slow(model: str, items: list[Any]) -> list[dict[str, Any]]:
+        await release.wait()
+        return [_ok() for _ in items]
+
+    pipe = RoutePipeline(topology, topology.routes[0], infer=slow, send=FakeBroker().send, summary_topic=None)
+    noop = lambda: asyncio.sleep(0)  # noqa: E731
+    await pipe.submit([_rec(1)], noop)
+    await pipe.submit([_rec(2)], noop)
+    third = asyncio.ensure_future(pipe.submit([_rec(3)], noop))
+    await asyncio.sleep(0.05)
+    assert not third.done(), "a third batch must wait while two are in flight"
+    release.set()
+    await asyncio.wait_for(third, 1)
+    await pipe.drain()
+
+
+async def test_a_produce_failure_is_fatal_and_nothing_is_acked() -> None:
+    topology = _topology()
+    fatal: list[BaseException] = []
+
+    async def failing_send(rec: OutRecord) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_exception(OSError("broker gone"))
+        return fut
+
+    async def infer(model: str, items: list[Any]) -> list[dict[str, Any]]:
+        return [_ok() for _ in items]
+
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=failing_send, summary_topic=None,
+                         on_fatal=fatal.append)
+    acked = []
+    await pipe.submit([_rec(1)], lambda: asyncio.sleep(0, acked.append(1)))
+    await asyncio.sleep(0.05)
+    assert acked == [] and isinstance(fatal[0], OSError) and pipe.failed is not None
+    with pytest.raises(RuntimeError):
+        await pipe.submit([_rec(2)], lambda: asyncio.sleep(0))
+
+
+def test_traceparent_keeps_the_trace_and_makes_a_new_span() -> None:
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    child = child_traceparent(parent)
+    assert child is not None and child.startswith(b"00-0af7651916cd43dd8448eb211c80319c-") and child.endswith(b"-01")
+    assert child != parent and child_traceparent(b"garbage") is None

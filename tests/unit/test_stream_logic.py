@@ -1,0 +1,67 @@
+"""Frame sampling, analytics windows' derived values and recommendation scoring (pure functions)."""
+
+from __future__ import annotations
+
+from schemas.topology import SamplingConfig
+from topologies.analytics import Deltas, finalize, merge, percentile
+from topologies.recommend import engagement_weight, item_labels, rank_items, update_affinity
+from topologies.sampling import FrameSampler
+
+
+def test_sampler_every_nth_frame_per_stream() -> None:
+    s = FrameSampler(SamplingConfig(every_n=3, max_lag_ms=None))
+    kept = [i for i in range(10) if s.decide("a", i, i * 33, 0, 0) == "keep"]
+    assert kept == [0, 3, 6, 9]
+
+
+def test_sampler_caps_fps_by_pts_per_stream_independently() -> None:
+    s = FrameSampler(SamplingConfig(every_n=1, max_fps=10, max_lag_ms=None))  # >= 100 ms apart
+    a = [i for i in range(30) if s.decide("a", i, i * 33, 0, 0) == "keep"]
+    b = [i for i in range(4) if s.decide("b", i, i * 33, 0, 0) == "keep"]
+    assert a == [0, 4, 8, 12, 16, 20, 24, 28] and b == [0]
+
+
+def test_sampler_drops_frames_older_than_the_lag() -> None:
+    s = FrameSampler(SamplingConfig(every_n=1, max_lag_ms=1000))
+    assert s.decide("a", 0, 0, ts_ms=0, now_ms=5000) == "lag"
+    assert s.decide("a", 1, 33, ts_ms=4500, now_ms=5000) == "keep"
+
+
+def test_latency_histogram_percentiles_and_merge() -> None:
+    d = Deltas()
+    for ms in [3] * 50 + [40] * 45 + [900] * 5:
+        d.latency("text", ms)
+    value = merge(None, d.as_dict()["latency|text"])
+    value = merge(value, {"count": 0})
+    assert percentile(value, 0.5) == 5 and percentile(value, 0.9) == 50 and percentile(value, 0.99) == 1000
+    out = finalize("latency", value)
+    assert out["count"] == 100 and out["mean_ms"] == (150 + 1800 + 4500) / 100
+
+
+def test_sentiment_window_reports_counts_and_mean_scores() -> None:
+    d = Deltas()
+    for label, score in [("POSITIVE", 0.9), ("POSITIVE", 0.7), ("NEGATIVE", 0.6)]:
+        d.add("sentiment", "text", f"count.{label}")
+        d.add("sentiment", "text", f"score_sum.{label}", score)
+    out = finalize("sentiment", d.as_dict()["sentiment|text"])
+    assert out == {"POSITIVE.count": 2, "POSITIVE.mean_score": 0.8, "NEGATIVE.count": 1,
+                   "NEGATIVE.mean_score": 0.6} or abs(out["POSITIVE.mean_score"] - 0.8) < 1e-9
+
+
+def test_engagement_weight_follows_sentiment() -> None:
+    assert engagement_weight("sentiment", {"label": "POSITIVE", "score": 0.8}) == 0.8
+    assert engagement_weight("sentiment", {"label": "NEGATIVE", "score": 0.8}) == -0.8
+    assert engagement_weight("detection", {}) == 1.0
+
+
+def test_recommendations_rank_matching_items_with_reasons() -> None:
+    dog = item_labels("tagging", {"tags": [{"label": "dog", "score": 0.9}, {"label": "park", "score": 0.3}]})
+    cat = item_labels("tagging", {"tags": [{"label": "cat", "score": 0.9}]})
+    car = item_labels("detection", {"boxes": [{"label": "car", "score": 0.8}, {"label": "car", "score": 0.5}]})
+    assert car == {"class:car": 0.8}
+    affinity = update_affinity({}, dog, 1.0, 0.9)
+    affinity = update_affinity(affinity, cat, -0.5, 0.9)  # disliked cats
+    items = {"d2": {"tag:dog": 0.8}, "c2": {"tag:cat": 1.0}, "car": car, "seen": {"tag:dog": 1.0}}
+    ranked = rank_items(affinity, items, exclude={"seen"}, top_k=5)
+    assert [r["item_id"] for r in ranked] == ["d2"]
+    assert ranked[0]["reasons"][0].startswith("tag:dog +") and 0 < ranked[0]["score"] <= 1
