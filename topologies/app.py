@@ -17,6 +17,7 @@ import faust
 
 from schemas.topology import RouteConfig, Topology
 from topologies.aggregator import Aggregator
+from topologies.live import LiveState
 from topologies.metrics import METRICS
 from topologies.pipeline import InferFn, RoutePipeline
 from topologies.records import InputRecord, OutRecord
@@ -89,6 +90,7 @@ class InfertideApp:
         self.source_topics = {topology.input_topic(r) for r in topology.routes}
         self.source_topics.add(self.aggregator.summary_topic.get_topic_name())
         self.recent: dict[str, deque[dict[str, Any]]] = {}
+        self.live = LiveState()
         self.started = time.time()
         self.last_commit_progress = time.monotonic()
         for route in topology.routes:
@@ -110,7 +112,8 @@ class InfertideApp:
     def _add_route(self, route: RouteConfig) -> None:
         topic = self.app.topic(self.topology.input_topic(route), key_serializer="raw", value_serializer="raw")
         pipe = RoutePipeline(self.topology, route, infer=self.infer, send=self._send,
-                             summary_topic=self.aggregator.summary_topic.get_topic_name(), on_fatal=self._fatal)
+                             summary_topic=self.aggregator.summary_topic.get_topic_name(), on_fatal=self._fatal,
+                            observe=self.live.observe)
         self.pipelines[route.name] = pipe
         self.recent[route.name] = deque(maxlen=20)
 

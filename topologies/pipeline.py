@@ -33,12 +33,13 @@ from topologies.recommend import engagement_weight, item_labels
 from topologies.records import InputRecord, OutRecord, dead_letter, now_ms, result_record
 from topologies.sampling import FrameSampler
 
-__all__ = ["BatchOutput", "InferFn", "RoutePipeline", "SendFn", "SCHEMA_OF_KIND"]
+__all__ = ["BatchOutput", "InferFn", "ObserveFn", "RoutePipeline", "SendFn", "SCHEMA_OF_KIND"]
 
 log = logging.getLogger(__name__)
 
 InferFn = Callable[[str, list[Any]], Awaitable[list[dict[str, Any]]]]
 SendFn = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
+ObserveFn = Callable[[str, int, int, list[tuple[str, Any, dict[str, Any]]]], None]
 SCHEMA_OF_KIND = {"text": "text.v1", "image": "image.v1", "video": "video_frame.v1"}
 
 
@@ -66,16 +67,19 @@ class RoutePipeline:
         send: ``await send(record) -> delivery future`` (schedules a produce).
         summary_topic: internal topic for per-batch analytics/recommendation summaries.
         on_fatal: called when producing fails, so the worker can stop without committing.
+        observe: ``observe(route, n_in, n_dlq, [(task, event, result)])`` after each batch (dashboard state).
     """
 
     def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send: SendFn,
-                 summary_topic: str | None, on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 summary_topic: str | None, on_fatal: Callable[[BaseException], None] | None = None,
+                 observe: ObserveFn | None = None) -> None:
         self.topology = topology
         self.route = route
         self.infer = infer
         self.send = send
         self.summary_topic = summary_topic
         self.on_fatal = on_fatal
+        self.observe = observe
         self.schema = SCHEMA_OF_KIND[route.kind]
         self.limits = Limits.from_config(topology.limits)
         self.dlq_topic = topology.topics.dlq
@@ -149,6 +153,7 @@ class RoutePipeline:
         out = BatchOutput()
         deltas = Deltas()
         name = self.route.name
+        observed: list[tuple[str, Any, dict[str, Any]]] = []
         deltas.add("events", name, "in", len(records))
         valid = self._decode_and_sample(records, out, deltas)
         t_sent = time.monotonic()
@@ -174,6 +179,7 @@ class RoutePipeline:
                     continue
                 out.records.append(result_record(rec, topic=topic, task=task, reply=reply, queue_ms=queue_ms))
                 out.results += 1
+                observed.append((task, rec.event, reply["result"]))
                 self._account(rec, task, reply["result"], deltas, engagements, items,
                               primary=model == self.route.models[0])
         elapsed = time.monotonic() - t_sent
@@ -182,6 +188,12 @@ class RoutePipeline:
         for model in self.route.models:
             METRICS.serve_call.labels(name, model).observe(elapsed)
         METRICS.results_out.labels(name, "results").inc(out.results)
+        if self.observe is not None:
+            n_dlq = sum(1 for r in out.records if r.topic == self.dlq_topic)
+            try:
+                self.observe(name, len(records), n_dlq, observed)
+            except Exception:  # the dashboard's bookkeeping must never cost an event
+                log.exception("route %s: observe callback failed", name)
         if self.summary_topic:
             summary = {"route": name, "ts": now_ms(), "metrics": deltas.as_dict(),
                        "engagements": engagements, "items": [{"item_id": k, "labels": v} for k, v in items.items()]}

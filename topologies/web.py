@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topologies.metrics import render
@@ -9,7 +10,19 @@ from topologies.metrics import render
 if TYPE_CHECKING:
     from topologies.app import InfertideApp
 
-__all__ = ["register_views"]
+__all__ = ["DASHBOARD_HTML", "register_views", "summary"]
+
+DASHBOARD_HTML = Path(__file__).resolve().parent / "static" / "dashboard.html"
+
+
+def summary(it: InfertideApp) -> dict[str, Any]:
+    """Everything the dashboard polls, in one JSON object."""
+    live = it.live.snapshot()
+    return {**live, "worker": {"routes": [r.name for r in it.topology.routes], "started": it.started,
+                               "stalled": it.stalled()},
+            "windows": {"current": it.aggregator.current_windows()[:200],
+                        "closed": list(it.aggregator.recent_windows)[-40:]},
+            "recommendations": list(it.aggregator.recent_recs)[-10:]}
 
 
 def register_views(it: InfertideApp) -> None:
@@ -40,3 +53,16 @@ def register_views(it: InfertideApp) -> None:
     @app.page("/api/recommendations")
     async def recommendations(self: Any, request: Any) -> Any:
         return self.json({"recent": list(it.aggregator.recent_recs)})
+
+    @app.page("/api/summary")
+    async def api_summary(self: Any, request: Any) -> Any:
+        return self.json(summary(it))
+
+    # Read per request: the page is small, and an edited file shows without a restart.
+    @app.page("/")
+    async def index(self: Any, request: Any) -> Any:
+        return self.html(DASHBOARD_HTML.read_text())
+
+    @app.page("/dashboard")
+    async def dashboard(self: Any, request: Any) -> Any:
+        return self.html(DASHBOARD_HTML.read_text())
