@@ -29,6 +29,8 @@ def connect_ray(address: str | None = None, namespace: str = "serve") -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    if os.environ.get("INFERTIDE_RAY_JOIN") == "1" and address != "auto":
+        address = _join_as_node(address)
     previous_term = signal.getsignal(signal.SIGTERM)
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
@@ -38,6 +40,19 @@ def connect_ray(address: str | None = None, namespace: str = "serve") -> None:
         sys.stdout, sys.stderr = out, err
         signal.signal(signal.SIGTERM, previous_term)
     log.info("joined Ray cluster at %s", address)
+
+
+def _join_as_node(head: str) -> str:
+    """Start a raylet here that joins ``head`` with no CPUs or GPUs, then connect to it.
+
+    A driver needs a local raylet; a Faust pod on Kubernetes is not a Ray node, so it
+    joins the cluster as one that takes no tasks (KubeRay's head stays the scheduler).
+    """
+    import subprocess
+
+    subprocess.run(["ray", "start", f"--address={head}", "--num-cpus=0", "--num-gpus=0",
+                    "--disable-usage-stats"], check=True)
+    return "auto"
 
 
 class ServeInfer:
