@@ -419,3 +419,4 @@ def main() -> None:
 # where commands_up does `from infertide.cli import app` and `@app.command("up")`.
 from infertide import commands_run  # noqa: E402,F401
 from infertide import commands_up  # noqa: E402,F401
+from infertide import commands_bench  # noqa: E402,F401
