@@ -420,3 +420,4 @@ def main() -> None:
 from infertide import commands_run  # noqa: E402,F401
 from infertide import commands_up  # noqa: E402,F401
 from infertide import commands_bench  # noqa: E402,F401
+from infertide import commands_demo  # noqa: E402,F401

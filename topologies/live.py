@@ -9,10 +9,12 @@ never grows memory.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 __all__ = ["LiveState"]
+
+_MAX_LABELS = 200
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -28,6 +30,7 @@ class _Route:
         self.buckets: deque[list[float]] = deque(maxlen=horizon_s)  # [second, in, out, dlq]
         self.latency_ms: deque[float] = deque(maxlen=2000)
         self.latest: deque[dict[str, Any]] = deque(maxlen=10)
+        self.labels: dict[str, Counter[str]] = {}  # task -> label counts (at most _MAX_LABELS each)
 
     def add(self, n_in: int, n_out: int, n_dlq: int, now: float) -> None:
         sec = int(now)
@@ -78,6 +81,10 @@ class LiveState:
                 r.latency_ms.append(max(0.0, now * 1000 - ev.ts))
             r.latest.append({"task": task, "event_id": ev.event_id, "item_id": getattr(ev, "item_id", None),
                              "user_id": getattr(ev, "user_id", None), "result": _brief(task, result)})
+            counts = r.labels.setdefault(task, Counter())
+            for label in _labels(task, result):
+                if label in counts or len(counts) < _MAX_LABELS:
+                    counts[label] += 1
             if task == "detection":
                 self._keep_detection(route, ev, result)
 
@@ -110,6 +117,7 @@ class LiveState:
                 "series": [[s, *(series[s][1:] if s in series else [0, 0, 0])]
                            for s in range(now - self.horizon_s + 1, now + 1)],
                 "latest": list(r.latest)[-5:],
+                "labels": {task: dict(c.most_common(10)) for task, c in r.labels.items()},
             }
         return {"ts": time.time(), "routes": routes, "detections": list(self.detections)}
 
@@ -123,3 +131,13 @@ def _brief(task: str, result: dict[str, Any]) -> dict[str, Any]:
     if task == "tagging":
         return {"tags": [t.get("label") for t in result.get("tags", [])][:5]}
     return {}
+
+
+def _labels(task: str, result: dict[str, Any]) -> list[str]:
+    if task == "sentiment":
+        return [str(result.get("label"))]
+    if task == "detection":
+        return [str(b.get("label")) for b in result.get("boxes", [])]
+    if task == "tagging":
+        return [str(t.get("label")) for t in result.get("tags", [])]
+    return []
