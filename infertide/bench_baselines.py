@@ -13,6 +13,7 @@ Each returns a dict of measured numbers (never extrapolated):
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from typing import Any
@@ -55,9 +56,17 @@ def load_model(topology: Topology, name: str) -> Any:
     return model
 
 
-def bare_model(model: Any, batch_size: int, seconds: float = 3.0, min_batches: int = 3) -> dict[str, Any]:
-    """Items/s of ``model.run_batch`` at ``batch_size``, for about ``seconds`` (at least ``min_batches``)."""
-    items = sample_texts(batch_size)
+def _set_threads(n: int | None) -> int | None:
+    """Set torch's intra-op threads (when torch is loaded); returns the previous count."""
+    torch = sys.modules.get("torch")
+    if torch is None or n is None:
+        return None
+    prev = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return prev
+
+
+def _bare_once(model: Any, items: list[Any], seconds: float, min_batches: int) -> dict[str, Any]:
     model.run_batch(items)  # warm
     n = batches = 0
     t0 = time.perf_counter()
@@ -68,8 +77,29 @@ def bare_model(model: Any, batch_size: int, seconds: float = 3.0, min_batches: i
         n += len(items)
         batches += 1
     elapsed = time.perf_counter() - t0
-    return {"items": n, "batches": batches, "batch_size": batch_size, "seconds": round(elapsed, 3),
-            "items_per_s": n / elapsed}
+    return {"items": n, "batches": batches, "seconds": round(elapsed, 3), "items_per_s": n / elapsed}
+
+
+def bare_model(model: Any, batch_size: int, seconds: float = 3.0, min_batches: int = 3) -> dict[str, Any]:
+    """Items/s of ``model.run_batch`` at ``batch_size``, for about ``seconds`` (at least ``min_batches``).
+
+    With torch loaded, measured at 1 intra-op thread and at torch's default (on
+    shared cores one thread is often several times faster); the best is reported
+    and left set, so the naive loop runs with it too.
+    """
+    items = sample_texts(batch_size)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {**_bare_once(model, items, seconds, min_batches), "batch_size": batch_size, "threads": None}
+    default = torch.get_num_threads()
+    per: dict[int, dict[str, Any]] = {}
+    for threads in sorted({1, default}):
+        _set_threads(threads)
+        per[threads] = _bare_once(model, items, seconds, min_batches)
+    best = max(per, key=lambda t: per[t]["items_per_s"])
+    _set_threads(best)
+    return {**per[best], "batch_size": batch_size, "threads": best,
+            "items_per_s_by_threads": {str(t): v["items_per_s"] for t, v in per.items()}}
 
 
 def naive_loop(topology: Topology, model: Any, in_topic: str, out_topic: str, events: int,

@@ -19,6 +19,10 @@ _PHASES = {"kafka": "starting Kafka", "ray": "starting Ray + Serve", "worker": "
            "naive loop": "baseline: naive per-event loop", "passthrough": "baseline: broker passthrough"}
 
 
+def _ratio(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+
+
 def render_table(r: dict[str, Any]) -> Table:
     """The results as a rich table: the pipeline, the three baselines, and the ratios."""
     c, p = r["conditions"], r["pipeline"]
@@ -40,14 +44,16 @@ def render_table(r: dict[str, Any]) -> Table:
               f"max {sb['max']}, {sb['batches']} batches")
     ra = r["ratios"]
     b = r["bare_model"]
-    t.add_row("(a) bare model in-process", f"{b['items_per_s']:,.0f}", f"{ra['pipeline_over_bare_model']:.2f}",
-              f"run_batch({b['batch_size']}) x {b['batches']}, items/s")
+    t.add_row("(a) bare model in-process", f"{b['items_per_s']:,.0f}", _ratio(ra['pipeline_over_bare_model']),
+              f"run_batch({b['batch_size']}) x {b['batches']}, items/s"
+              + (f", {b['threads']} torch thread(s) (best of {sorted(b['items_per_s_by_threads'])})"
+                 if b.get("threads") else ""))
     n = r["naive_loop"]
     t.add_row("(b) naive loop (kafka-python, 1 event at a time)", f"{n['events_per_s']:,.0f}",
-              f"{ra['pipeline_over_naive_loop']:.2f}", f"{n['events']} events in {n['seconds']:.1f} s (measured)")
+              _ratio(ra['pipeline_over_naive_loop']), f"{n['events']} events in {n['seconds']:.1f} s (measured)")
     pt = r["passthrough"]
     t.add_row("(c) broker passthrough (aiokafka, no model)", f"{pt['events_per_s']:,.0f}",
-              f"{ra['pipeline_over_passthrough']:.2f}", f"{pt['events']} events in {pt['seconds']:.1f} s")
+              _ratio(ra['pipeline_over_passthrough']), f"{pt['events']} events in {pt['seconds']:.1f} s")
     return t
 
 
