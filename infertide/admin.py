@@ -66,13 +66,8 @@ def _password(kafka: KafkaConfig) -> str | None:
     return None
 
 
-def kafka_python_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for kafka-python clients (``KafkaAdminClient``, ``KafkaConsumer``...).
-
-    Args:
-        kafka: the topology's ``kafka:`` section.
-        bootstrap: overrides ``kafka.bootstrap_servers`` (e.g. from ``--bootstrap``).
-    """
+def _common_kwargs(kafka: KafkaConfig, bootstrap: str | None) -> dict[str, Any]:
+    """Bootstrap, protocol and SASL settings: the same names in kafka-python and aiokafka."""
     kw: dict[str, Any] = {
         "bootstrap_servers": bootstrap or kafka.bootstrap_servers,
         "security_protocol": kafka.security_protocol,
@@ -84,6 +79,17 @@ def kafka_python_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dic
         password = _password(kafka)
         if password is not None:
             kw["sasl_plain_password"] = password
+    return kw
+
+
+def kafka_python_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for kafka-python clients (``KafkaAdminClient``, ``KafkaConsumer``...).
+
+    Args:
+        kafka: the topology's ``kafka:`` section.
+        bootstrap: overrides ``kafka.bootstrap_servers`` (e.g. from ``--bootstrap``).
+    """
+    kw = _common_kwargs(kafka, bootstrap)
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         kw.update({k: v for k, v in {"ssl_cafile": kafka.ssl_cafile, "ssl_certfile": kafka.ssl_certfile,
                                      "ssl_keyfile": kafka.ssl_keyfile}.items() if v})
@@ -92,17 +98,7 @@ def kafka_python_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dic
 
 def aiokafka_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[str, Any]:
     """Keyword arguments for aiokafka clients; SSL files become an ``ssl_context``."""
-    kw: dict[str, Any] = {
-        "bootstrap_servers": bootstrap or kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
-    }
-    if kafka.security_protocol.startswith("SASL"):
-        kw["sasl_mechanism"] = kafka.sasl_mechanism
-        if kafka.sasl_username is not None:
-            kw["sasl_plain_username"] = kafka.sasl_username
-        password = _password(kafka)
-        if password is not None:
-            kw["sasl_plain_password"] = password
+    kw = _common_kwargs(kafka, bootstrap)
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infertide.broker import free_port, terminate
 from schemas.topology import Topology
 
 __all__ = ["RayServe", "WorkerProcess", "local_env"]
@@ -68,8 +68,6 @@ class RayServe:
                      _node_ip_address="127.0.0.1", namespace="serve", log_to_driver=False,
                      logging_level=logging.WARNING)
         self.address = ray.get_runtime_context().gcs_address
-        from infertide.broker import free_port
-
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
         deploy(self.topology)
         return self
@@ -157,11 +155,4 @@ class WorkerProcess:
         """SIGTERM and wait (Faust commits what was acknowledged), SIGKILL after ``timeout``."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return terminate(self.proc, timeout)

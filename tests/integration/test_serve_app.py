@@ -74,7 +74,6 @@ async def test_image_deployments_concurrent(serve_app, make_image_item):
 
 
 async def test_echo_oversize_call_and_reconfigure(serve_app):
-    from ray import serve
 
     h = _handle(serve_app, "echo")
     res = await h.infer.remote([f"x{i}" for i in range(40)])  # > max_batch_size 16: split
