@@ -156,6 +156,7 @@ def demo(
     code = 0
     try:
         stack.start()
+        install_stop_handlers(stop)  # ray.init replaced our SIGTERM handler with its own (which aborts)
         print_endpoints(stack.url)
         with err_console.status("producing sample photos, clip frames and reviews ..."):
             sent = _produce(stack.topology, cache)

@@ -58,6 +58,7 @@ def up(
     try:
         with err_console.status("starting infertide ..."):
             stack.start()
+        install_stop_handlers(stop)  # ray.init replaced our SIGTERM handler with its own (which aborts)
         print_endpoints(stack.url)
         err_console.print("[dim]Ctrl-C to stop.[/dim]")
         stack.supervise(stop)
