@@ -51,10 +51,17 @@ class InferenceFailed(Exception):
 
 @dataclass
 class BatchOutput:
+    """What one batch produces; ``ok``/``dead`` hold the offsets of events with a result / a dead letter."""
+
     records: list[OutRecord] = field(default_factory=list)
     results: int = 0
-    dead: int = 0
+    ok: set[tuple[int, int]] = field(default_factory=set)
+    dead: set[tuple[int, int]] = field(default_factory=set)
     dropped: int = 0
+
+    def dead_letter(self, rec: InputRecord, record: OutRecord) -> None:
+        self.records.append(record)
+        self.dead.add((rec.partition, rec.offset))
 
 
 class RoutePipeline:
@@ -143,10 +150,9 @@ class RoutePipeline:
             log.exception("route %s: batch failed unexpectedly", self.route.name)
             out = BatchOutput()
             for rec in records:
-                out.records.append(dead_letter(rec, topic=self.dlq_topic, route=self.route.name,
-                                               stage="infer", error=err))
+                out.dead_letter(rec, dead_letter(rec, topic=self.dlq_topic, route=self.route.name,
+                                                 stage="infer", error=err))
                 self._count_dlq("infer", type(err).__name__)
-            out.dead = len(records)
             return out
 
     async def _process(self, records: list[InputRecord]) -> BatchOutput:
@@ -165,33 +171,37 @@ class RoutePipeline:
             task, topic = self.tasks[model], self.outputs[model]
             if isinstance(reply_list, InferenceFailed):
                 for rec in valid:
-                    out.records.append(dead_letter(rec, topic=self.dlq_topic, route=name, stage="infer",
-                                                   error=reply_list, attempts=reply_list.attempts,
-                                                   error_class=type(reply_list.cause).__name__))
-                    self._count_dlq("infer", type(reply_list.cause).__name__, deltas)
+                    out.dead_letter(rec, dead_letter(rec, topic=self.dlq_topic, route=name, stage="infer",
+                                                     error=reply_list, attempts=reply_list.attempts,
+                                                     error_class=type(reply_list.cause).__name__))
+                    self._count_dlq("infer", type(reply_list.cause).__name__)
                 continue
             for rec, reply in zip(valid, reply_list):
                 if not reply.get("ok"):
-                    out.records.append(dead_letter(rec, topic=self.dlq_topic, route=name, stage="infer",
-                                                   error=reply.get("error", "model error"),
-                                                   error_class=reply.get("error_class", "ModelError")))
-                    self._count_dlq("infer", reply.get("error_class", "ModelError"), deltas)
+                    out.dead_letter(rec, dead_letter(rec, topic=self.dlq_topic, route=name, stage="infer",
+                                                     error=reply.get("error", "model error"),
+                                                     error_class=reply.get("error_class", "ModelError")))
+                    self._count_dlq("infer", reply.get("error_class", "ModelError"))
                     continue
                 out.records.append(result_record(rec, topic=topic, task=task, reply=reply, queue_ms=queue_ms))
                 out.results += 1
+                out.ok.add((rec.partition, rec.offset))
+                METRICS.results_out.labels(name, topic).inc()
                 observed.append((task, rec.event, reply["result"]))
                 self._account(rec, task, reply["result"], deltas, engagements, items,
                               primary=model == self.route.models[0])
         elapsed = time.monotonic() - t_sent
-        if out.results:
-            deltas.add("events", name, "out", out.results)
+        # Counted per event: "out" has at least one result, "dlq" at least one dead letter
+        # (an image can have both when one of its two models fails).
+        if out.ok:
+            deltas.add("events", name, "out", len(out.ok))
+        if out.dead:
+            deltas.add("events", name, "dlq", len(out.dead))
         for model in self.route.models:
             METRICS.serve_call.labels(name, model).observe(elapsed)
-        METRICS.results_out.labels(name, "results").inc(out.results)
         if self.observe is not None:
-            n_dlq = sum(1 for r in out.records if r.topic == self.dlq_topic)
             try:
-                self.observe(name, len(records), n_dlq, observed)
+                self.observe(name, len(records), len(out.dead), observed)
             except Exception:  # the dashboard's bookkeeping must never cost an event
                 log.exception("route %s: observe callback failed", name)
         if self.summary_topic:
@@ -207,10 +217,9 @@ class RoutePipeline:
             try:
                 rec.event = decode(rec.value, self.schema, self.limits)
             except EventDecodeError as err:
-                out.records.append(dead_letter(rec, topic=self.dlq_topic, route=self.route.name,
-                                               stage="decode", error=err))
-                out.dead += 1
-                self._count_dlq("decode", "EventDecodeError", deltas)
+                out.dead_letter(rec, dead_letter(rec, topic=self.dlq_topic, route=self.route.name,
+                                                 stage="decode", error=err))
+                self._count_dlq("decode", "EventDecodeError")
                 continue
             if self.sampler is not None:
                 ev = rec.event
@@ -224,10 +233,8 @@ class RoutePipeline:
             valid.append(rec)
         return valid
 
-    def _count_dlq(self, stage: str, reason: str, deltas: Deltas | None = None) -> None:
+    def _count_dlq(self, stage: str, reason: str) -> None:
         METRICS.dlq.labels(self.route.name, stage, reason).inc()
-        if deltas is not None:
-            deltas.add("events", self.route.name, "dlq")
 
     def _items_for(self, model: str, valid: list[InputRecord]) -> list[Any]:
         if self.route.kind == "text":

@@ -145,6 +145,7 @@ def test_analytics_windows_add_up_to_the_inputs(run: dict[str, Any]) -> None:
                 totals[f"{w['route']}.{k}"] += v
     assert totals["text.in"] == N_TEXT + len(BAD_TEXT)
     assert totals["text.out"] == N_TEXT and totals["text.dlq"] == len(BAD_TEXT)
+    assert totals["image.in"] == N_IMAGE + 3 and totals["image.out"] == N_IMAGE and totals["image.dlq"] == 3
     assert totals["video.dropped_sampled"] == N_FRAMES // 2
     labels = Counter(r["label"] for _, _, r in run["sentiment"])
     sentiment = Counter()
