@@ -198,8 +198,10 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
               "max_ongoing_requests": 64}
     models: dict[str, Any] = {
         "sentiment": {"task": "sentiment", "model": str(sent), "options": {"max_length": 64}, **common},
+        # A random-init YOLO scores every box near 1e-4 (its class bias prior), so a tiny
+        # threshold and max_det keep a few boxes per image: downstream code sees real boxes.
         "detection": {"task": "detection", "model": "yolo11n.yaml",
-                      "options": {"conf": 0.01, "iou": 0.45, "imgsz": 128}, **common},
+                      "options": {"conf": 1e-5, "iou": 0.45, "imgsz": 128, "max_det": 3}, **common},
         "tagging": {"task": "tagging", "model": str(clip),
                     "options": {"labels": _TAG_LABELS, "top_k": 3, "threshold": 0.0}, **common},
     }

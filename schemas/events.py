@@ -177,7 +177,7 @@ class AnalyticsRecord(_Wire):
     """``analytics.v1``: one closed tumbling window of one metric."""
 
     metric: Annotated[str, Field(min_length=1)]
-    route: str | None = None
+    key: str | None = Field(default=None, description="what the metric is about: a route name, or a stream id")
     window_start: TimestampMs
     window_end: TimestampMs
     values: dict[str, float]

@@ -73,7 +73,7 @@ class Aggregator:
     async def _on_window_close(self, key: Any, value: Any) -> None:
         table_key, (start, end) = key
         metric, sub = split_key(table_key)
-        record = AnalyticsRecord(metric=metric, route=sub or None, window_start=int(start * 1000),
+        record = AnalyticsRecord(metric=metric, key=sub or None, window_start=int(start * 1000),
                                  window_end=int(end * 1000), values=finalize(metric, value or {}), ts=now_ms())
         self.recent_windows.append(record.model_dump())
         METRICS.windows_emitted.labels(metric).inc()

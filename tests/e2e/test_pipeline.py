@@ -142,7 +142,7 @@ def test_analytics_windows_add_up_to_the_inputs(run: dict[str, Any]) -> None:
     for w in windows:
         if w["metric"] == "events":
             for k, v in w["values"].items():
-                totals[f"{w['route']}.{k}"] += v
+                totals[f"{w['key']}.{k}"] += v
     assert totals["text.in"] == N_TEXT + len(BAD_TEXT)
     assert totals["text.out"] == N_TEXT and totals["text.dlq"] == len(BAD_TEXT)
     assert totals["image.in"] == N_IMAGE + 3 and totals["image.out"] == N_IMAGE and totals["image.dlq"] == 3
@@ -158,10 +158,16 @@ def test_analytics_windows_add_up_to_the_inputs(run: dict[str, Any]) -> None:
     boxes = Counter(b["label"] for _, _, r in run["detections"] if not r.get("stream_id") for b in r["boxes"])
     det = Counter()
     for w in windows:
-        if w["metric"] == "detections" and w["route"] == "image":
+        if w["metric"] == "detections" and w["key"] == "image":
             det.update({k: int(v) for k, v in w["values"].items()})
-    assert det == boxes
-    lat = [w for w in windows if w["metric"] == "latency" and w["route"] == "text"]
+    assert det == boxes and sum(boxes.values()) > 0
+    per_stream = Counter()
+    for w in windows:
+        if w["metric"] == "detections_stream":
+            per_stream[w["key"]] += sum(w["values"].values())
+    frames = Counter(r["stream_id"] for _, _, r in run["detections"] if r.get("stream_id") for _ in r["boxes"])
+    assert per_stream == frames and len(frames) == N_STREAMS
+    lat = [w for w in windows if w["metric"] == "latency" and w["key"] == "text"]
     assert sum(w["values"]["count"] for w in lat) == N_TEXT
     assert all(w["values"]["p50_ms"] <= w["values"]["p99_ms"] for w in lat)
 
