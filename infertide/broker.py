@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["KAFKA_VERSION", "BrokerError", "LocalKafka", "ensure_jars", "free_port", "project_cache", "terminate"]
+__all__ = ["KAFKA_VERSION", "BrokerError", "LocalKafka", "ensure_jars", "free_port", "answers_metadata", "project_cache", "terminate"]
 
 KAFKA_VERSION = os.environ.get("INFERTIDE_KAFKA_VERSION", "4.1.1")
 POM = Path(__file__).resolve().parent / "kafka_jars" / "pom.xml"
@@ -163,7 +163,7 @@ class LocalKafka:
             if self.proc is not None and self.proc.poll() is not None:
                 raise BrokerError(f"Kafka exited with {self.proc.returncode}; see {self.log_file}")
             try:
-                if _answers_metadata(self.bootstrap):
+                if answers_metadata(self.bootstrap):
                     return
             except Exception as err:  # noqa: BLE001 - keep polling until the deadline
                 last = err
@@ -198,7 +198,7 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
     return proc.returncode
 
 
-def _answers_metadata(bootstrap: str) -> bool:
+def answers_metadata(bootstrap: str) -> bool:
     host, port = bootstrap.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=1):
         pass

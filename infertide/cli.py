@@ -179,7 +179,7 @@ def kafka_status(dir: RunDir = None) -> None:
 
     Example: infertide kafka status
     """
-    from infertide.broker import _answers_metadata
+    from infertide.broker import answers_metadata
 
     run_dir = _run_dir(dir)
     pid = _broker_pid(run_dir)
@@ -189,7 +189,7 @@ def kafka_status(dir: RunDir = None) -> None:
     info = json.loads((run_dir / "broker.json").read_text()) if (run_dir / "broker.json").is_file() else {}
     bootstrap = info.get("bootstrap", "?")
     try:
-        ok = _answers_metadata(bootstrap)
+        ok = answers_metadata(bootstrap)
     except Exception:  # noqa: BLE001 - any failure means it does not answer
         ok = False
     state = "[green]running, answers[/green]" if ok else "[yellow]running, not answering yet[/yellow]"
