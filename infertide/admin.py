@@ -13,7 +13,8 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from schemas.topology import ConfigError, KafkaConfig, Topology
+from schemas.topology import KafkaConfig, Topology
+from topologies.kafka_clients import aiokafka_kwargs
 
 __all__ = [
     "TOPIC_SCHEMAS",
@@ -49,37 +50,8 @@ def schema_for_topic(topology: Topology, topic: str) -> str | None:
 
 
 def max_message_bytes(topology: Topology) -> int:
-    """Largest record the topics accept: the decode limit plus room for a DLQ's base64 copy and headers."""
-    return topology.limits.max_event_bytes * 4 // 3 + 64 * 1024
-
-
-def _password(kafka: KafkaConfig) -> str | None:
-    if kafka.security_protocol.startswith("SASL") and kafka.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256",
-                                                                                "SCRAM-SHA-512"):
-        password = kafka.sasl_password()
-        if password is None:
-            raise ConfigError(
-                f"kafka.sasl_mechanism is {kafka.sasl_mechanism} but the environment variable "
-                f"{kafka.sasl_password_env!r} (kafka.sasl_password_env) is not set; export it with the password"
-            )
-        return password
-    return None
-
-
-def _common_kwargs(kafka: KafkaConfig, bootstrap: str | None) -> dict[str, Any]:
-    """Bootstrap, protocol and SASL settings: the same names in kafka-python and aiokafka."""
-    kw: dict[str, Any] = {
-        "bootstrap_servers": bootstrap or kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
-    }
-    if kafka.security_protocol.startswith("SASL"):
-        kw["sasl_mechanism"] = kafka.sasl_mechanism
-        if kafka.sasl_username is not None:
-            kw["sasl_plain_username"] = kafka.sasl_username
-        password = _password(kafka)
-        if password is not None:
-            kw["sasl_plain_password"] = password
-    return kw
+    """Largest record the topics accept (see :meth:`schemas.topology.Topology.max_message_bytes`)."""
+    return topology.max_message_bytes()
 
 
 def kafka_python_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[str, Any]:
@@ -89,21 +61,10 @@ def kafka_python_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dic
         kafka: the topology's ``kafka:`` section.
         bootstrap: overrides ``kafka.bootstrap_servers`` (e.g. from ``--bootstrap``).
     """
-    kw = _common_kwargs(kafka, bootstrap)
+    kw = kafka.client_kwargs(bootstrap)
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         kw.update({k: v for k, v in {"ssl_cafile": kafka.ssl_cafile, "ssl_certfile": kafka.ssl_certfile,
                                      "ssl_keyfile": kafka.ssl_keyfile}.items() if v})
-    return kw
-
-
-def aiokafka_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for aiokafka clients; SSL files become an ``ssl_context``."""
-    kw = _common_kwargs(kafka, bootstrap)
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        kw["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile,
-                                               keyfile=kafka.ssl_keyfile)
     return kw
 
 

@@ -19,7 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["KAFKA_VERSION", "BrokerError", "LocalKafka", "ensure_jars", "free_port", "answers_metadata", "project_cache", "terminate"]
+__all__ = [
+    "KAFKA_VERSION", "BrokerError", "LocalKafka", "answers_metadata", "ensure_jars", "free_port", "project_cache",
+    "terminate",
+]
 
 KAFKA_VERSION = os.environ.get("INFERTIDE_KAFKA_VERSION", "4.1.1")
 POM = Path(__file__).resolve().parent / "kafka_jars" / "pom.xml"

@@ -88,6 +88,28 @@ class KafkaConfig(_Strict):
         """The SASL password read from the environment variable the config names."""
         return os.environ.get(self.sasl_password_env) if self.sasl_password_env else None
 
+    def client_kwargs(self, bootstrap: str | None = None) -> dict[str, Any]:
+        """Bootstrap, protocol and SASL settings under the names kafka-python and aiokafka share.
+
+        Raises:
+            ConfigError: SASL PLAIN/SCRAM is configured but the password variable is not set.
+        """
+        kw: dict[str, Any] = {"bootstrap_servers": bootstrap or self.bootstrap_servers,
+                              "security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            if self.sasl_username is not None:
+                kw["sasl_plain_username"] = self.sasl_username
+            if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+                password = self.sasl_password()
+                if password is None:
+                    raise ConfigError(
+                        f"kafka.sasl_mechanism is {self.sasl_mechanism} but the environment variable "
+                        f"{self.sasl_password_env!r} (kafka.sasl_password_env) is not set; export it with the password"
+                    )
+                kw["sasl_plain_password"] = password
+        return kw
+
 
 class TopicsConfig(_Strict):
     """Topic names (defaults as in DESIGN.md) and how topics are created."""
@@ -211,8 +233,9 @@ class AnalyticsConfig(_Strict):
     expires, ``expires_s`` after it starts, and is then emitted to the analytics topic."""
 
     enabled: bool = True
-    window_s: PositiveFloat = 10.0
-    expires_s: PositiveFloat = 20.0
+    # Whole seconds: Faust aligns tumbling windows on integer steps.
+    window_s: PositiveInt = 10
+    expires_s: PositiveInt = 20
 
     @model_validator(mode="after")
     def _expires_after_close(self) -> AnalyticsConfig:
@@ -281,6 +304,10 @@ class Topology(_Strict):
         task = self.models[model_name].task
         default = {"sentiment": "sentiment", "detection": "detections", "tagging": "tags"}
         return self.topics.resolve(default.get(task, "sentiment"))
+
+    def max_message_bytes(self) -> int:
+        """Largest record the topics accept: the decode limit plus room for a DLQ's base64 copy and headers."""
+        return self.limits.max_event_bytes * 4 // 3 + 64 * 1024
 
     def input_topic(self, route: RouteConfig) -> str:
         return self.topics.resolve(route.input)
