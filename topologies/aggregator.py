@@ -10,7 +10,10 @@ are emitted to the analytics topic through Faust's ``on_window_close``.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -29,6 +32,18 @@ __all__ = ["Aggregator"]
 log = logging.getLogger(__name__)
 
 
+def _window_clock(size_s: float) -> Callable[[], float]:
+    """The wall clock snapped to the middle of its tumbling window (one timestamp per window).
+
+    Faust's ``relative_to_now`` is the partition's latest record time, not the clock.
+    """
+
+    def clock() -> float:
+        return (math.floor(time.time() / size_s) + 0.5) * size_s
+
+    return clock
+
+
 class Aggregator:
     """Builds the summary topic, the tables and the agent on ``app``; keeps recent outputs for the dashboard."""
 
@@ -40,11 +55,15 @@ class Aggregator:
                                        value_serializer="raw", internal=True)
         self.analytics_topic = app.topic(topology.topics.analytics, key_serializer="raw", value_serializer="raw")
         self.recs_topic = app.topic(topology.topics.recommendations, key_serializer="raw", value_serializer="raw")
+        # Windows follow the aggregator's clock, not the summaries' timestamps: Faust closes a
+        # window on wall-clock expiry, so a summary arriving after its event-time window closed
+        # would be counted nowhere. On the aggregator's clock every summary lands in a window
+        # that is still open, and the emitted windows add up to everything that flowed.
         self.windows = (
             app.Table("analytics", default=dict, partitions=1, on_window_close=self._on_window_close)
             .tumbling(cfg.window_s, expires=cfg.expires_s)
-            .relative_to_stream()
         )
+        self._clock = _window_clock(cfg.window_s)
         self.items = app.Table("items", default=dict, partitions=1)
         self.users = app.Table("users", default=dict, partitions=1)
         self._pool: OrderedDict[str, dict[str, float]] | None = None
@@ -67,8 +86,11 @@ class Aggregator:
     def _update_windows(self, metrics: dict[str, dict[str, float]]) -> None:
         if not self.topology.analytics.enabled:
             return
+        # One instant per summary: reading and writing a key at two instants could straddle a
+        # window boundary and copy one window's sums into the next.
+        windows = self.windows.relative_to(self._clock())
         for key, delta in metrics.items():
-            self.windows[key] = merge(self.windows[key].value(), delta)
+            windows[key] = merge(windows[key].value(), delta)
 
     async def _on_window_close(self, key: Any, value: Any) -> None:
         table_key, (start, end) = key

@@ -78,9 +78,18 @@ def run(stack: Stack) -> dict[str, Any]:
                               until=lambda r: len(r) >= expected_dlq),
         }
 
+        boxes = sum(len(r["boxes"]) for _, _, r in out["detections"])
+        stream_boxes = sum(len(r["boxes"]) for _, _, r in out["detections"] if r.get("stream_id"))
+
         def analytics_complete(records: list[Any]) -> bool:
-            ins = sum(v["values"].get("in", 0) for _, _, v in records if v["metric"] == "events")
-            return ins >= N_TEXT + len(BAD_TEXT) + N_IMAGE + len(corrupt) + N_FRAMES + 1
+            # Every key of a window is emitted in one pass, one record at a time: wait for all of them.
+            def total(metric: str, field: str | None = None) -> float:
+                return sum(v for _, _, w in records if w["metric"] == metric
+                           for k, v in w["values"].items() if field is None or k == field)
+            return (total("events", "in") >= N_TEXT + len(BAD_TEXT) + N_IMAGE + len(corrupt) + N_FRAMES + 1
+                    and total("detections") >= boxes and total("detections_stream") >= stream_boxes
+                    and total("latency", "count") >= N_TEXT + N_IMAGE + N_FRAMES // 2
+                    and total("tags") > 0)
 
         out["analytics"] = read_topic(stack.bootstrap, topology.topics.analytics, timeout=60,
                                       until=analytics_complete)
