@@ -50,7 +50,6 @@ class BenchOptions:
         bootstrap: an existing Kafka; default: start a local broker in a temp folder.
         timeout_s: give up waiting for results after this long (the run still reports what came).
         workdir: logs and configs (default: a temp folder).
-        guarantee: the topology's ``delivery.processing_guarantee``; exactly-once is read back read_committed.
     """
 
     events: int = 20_000
@@ -64,7 +63,6 @@ class BenchOptions:
     max_in_flight: int = 2
     batch_within_s: float = 0.05
     warmup_events: int = 64
-    guarantee: str = "at-least-once"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -100,7 +98,6 @@ def _topology_dict(opts: BenchOptions, models_dir: Path, bootstrap: str, prefix:
                     "batch_within_s": opts.batch_within_s, "max_in_flight": opts.max_in_flight}],
         "analytics": {"enabled": False},
         "recommendations": {"enabled": False},
-        "delivery": {"processing_guarantee": opts.guarantee},
         "web_port": web_port,
         "serve_app_name": "infertide-bench",
     }
@@ -136,10 +133,8 @@ async def _drive(topology: Any, n: int, rate: float, prefix: str, timeout_s: flo
 
     kw = aiokafka_kwargs(topology.kafka)
     out_topic, dlq_topic = topology.topics.sentiment, topology.topics.dlq
-    isolation = ("read_committed" if topology.delivery.processing_guarantee == "exactly-once"
-                 else "read_uncommitted")
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
-                                max_poll_records=5000, isolation_level=isolation, **kw)
+                                max_poll_records=5000, **kw)
     producer = AIOKafkaProducer(acks="all", linger_ms=5, max_batch_size=512 * 1024, **kw)
     await consumer.start()
     await producer.start()

@@ -28,7 +28,6 @@ def render_table(r: dict[str, Any]) -> Table:
     c, p = r["conditions"], r["pipeline"]
     rate = f"{c['rate']:.0f}/s" if c["rate"] else "max rate"
     t = Table(title=f"infertide bench: model={c['model']}, {p['sent']} events ({rate}), batch {c['batch_size']}, "
-                    f"{c.get('guarantee', 'at-least-once')}, "
                     f"{c['cpus']} CPUs, {c['broker']}")
     t.add_column("what")
     t.add_column("events/s", justify="right")
@@ -68,8 +67,6 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the pipeline's results.")] = 300.0,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Logs and configs (default: a temp folder).")] = None,
-    guarantee: Annotated[str, typer.Option(
-        "--guarantee", help="delivery.processing_guarantee: at-least-once or exactly-once.")] = "at-least-once",
     bootstrap: Bootstrap = None,
 ) -> None:
     """Benchmark the pipeline end to end against three baselines, like Triton's perf_analyzer.
@@ -89,19 +86,14 @@ def bench(
       infertide bench --model echo --events 50000 --json artifacts/bench-echo.json
 
       infertide bench --rate 1000 --events 10000 --batch-size 64
-
-      infertide bench --guarantee exactly-once
     """
     from infertide.bench import BenchOptions, run_bench
 
-    if guarantee not in ("at-least-once", "exactly-once"):
-        err_console.print(f"[red]error:[/red] --guarantee must be at-least-once or exactly-once, not {guarantee!r}")
-        raise typer.Exit(2)
     if model not in ("sentiment", "echo"):
         err_console.print(f"[red]error:[/red] --model must be sentiment or echo, not {model!r}")
         raise typer.Exit(2)
     opts = BenchOptions(events=events, rate=rate, model=model, batch_size=batch_size, naive_events=naive_events,
-                        bootstrap=bootstrap, timeout_s=timeout_s, workdir=workdir, guarantee=guarantee)
+                        bootstrap=bootstrap, timeout_s=timeout_s, workdir=workdir)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=False) as progress:
         tasks: dict[str, Any] = {}

@@ -102,7 +102,7 @@ async def aproduce_events(topology: Topology, topic: str, events: Iterable[BaseM
     topic = topology.topics.resolve(topic)
     limits = Limits.from_config(topology.limits)
     producer = AIOKafkaProducer(
-        client_id="infertide-produce", acks="all", linger_ms=max(int(topology.kafka.producer_linger_s * 1000), 5),
+        client_id="infertide-produce", acks="all", enable_idempotence=True, linger_ms=max(int(topology.kafka.producer_linger_s * 1000), 5),
         max_batch_size=512 * 1024, max_request_size=max_message_bytes(topology),
         **aiokafka_kwargs(topology.kafka, bootstrap))
     await producer.start()

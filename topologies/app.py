@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import ssl
 import time
 from collections import deque
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from schemas.topology import RouteConfig, Topology
-from topologies import read_committed
 from topologies.aggregator import Aggregator
 from topologies.live import LiveState
 from topologies.metrics import METRICS
 from topologies.pipeline import InferFn, RoutePipeline
 from topologies.records import InputRecord, OutRecord
-from topologies.transactions import TransactionalDelivery
 
 __all__ = ["InfertideApp", "create_app", "run_worker"]
 
@@ -56,9 +52,11 @@ class InfertideApp:
     """
 
     def __init__(self, topology: Topology, *, infer: InferFn | None = None, web_host: str | None = None) -> None:
-        self.exactly_once = topology.delivery.processing_guarantee == "exactly-once"
-        # Exactly-once: outputs go out in transactions, so every agent reads read_committed.
-        scheme = read_committed.SCHEME if self.exactly_once else "kafka"
+        if topology.delivery.processing_guarantee == "exactly-once":
+            raise NotImplementedError(
+                "delivery.processing_guarantee: exactly-once is not supported by the batched agents yet; "
+                "use at-least-once (results carry event_id for de-duplication)"
+            )
         if infer is None:
             from topologies.serve_client import ServeInfer
 
@@ -69,7 +67,7 @@ class InfertideApp:
         # The Faust app id is the consumer group id and prefixes internal topics and changelogs.
         self.app = faust.App(
             k.consumer_group,
-            broker=[f"{scheme}://{b.strip()}" for b in k.bootstrap_servers.split(",")],
+            broker=[f"kafka://{b.strip()}" for b in k.bootstrap_servers.split(",")],
             broker_credentials=_credentials(topology),
             key_serializer="raw",
             value_serializer="raw",
@@ -86,13 +84,9 @@ class InfertideApp:
             web_host=web_host or os.environ.get("INFERTIDE_WEB_HOST", "127.0.0.1"),
             web_bind=web_host or os.environ.get("INFERTIDE_WEB_HOST", "127.0.0.1"),
             web_in_thread=False,
-            # Route events are never acknowledged to Faust in exactly-once mode (their offsets are
-            # committed in the transactions), so shutdown must not wait for them.
-            stream_wait_empty=not self.exactly_once,
         )
         self.aggregator = Aggregator(self.app, topology)
         self.pipelines: dict[str, RoutePipeline] = {}
-        self.deliveries: dict[str, TransactionalDelivery] = {}
         self.source_topics = {topology.input_topic(r) for r in topology.routes}
         self.source_topics.add(self.aggregator.summary_topic.get_topic_name())
         self.recent: dict[str, deque[dict[str, Any]]] = {}
@@ -102,7 +96,6 @@ class InfertideApp:
         for route in topology.routes:
             self._add_route(route)
         self.app.timer(interval=2.0)(self._watch_lag)
-        self.app.on_before_shutdown.connect(self._stop_deliveries)
         from topologies.web import register_views
 
         register_views(self)
@@ -118,14 +111,7 @@ class InfertideApp:
 
     def _add_route(self, route: RouteConfig) -> None:
         topic = self.app.topic(self.topology.input_topic(route), key_serializer="raw", value_serializer="raw")
-        deliver = None
-        if self.exactly_once:
-            group = self.topology.kafka.consumer_group
-            worker_id = os.environ.get("INFERTIDE_WORKER_ID") or socket.gethostname()
-            deliver = self.deliveries[route.name] = TransactionalDelivery(
-                self.topology.kafka, transactional_id=f"{group}-{route.name}-{worker_id}", group_id=group,
-                max_request_size=self.topology.max_message_bytes())
-        pipe = RoutePipeline(self.topology, route, infer=self.infer, send=self._send, deliver=deliver,
+        pipe = RoutePipeline(self.topology, route, infer=self.infer, send=self._send,
                              summary_topic=self.aggregator.summary_topic.get_topic_name(), on_fatal=self._fatal,
                             observe=self.live.observe)
         self.pipelines[route.name] = pipe
@@ -136,8 +122,6 @@ class InfertideApp:
                 records = [_input_record(e.message) for e in events]
 
                 async def ack(evs: list[Any] = events) -> None:
-                    if self.exactly_once:
-                        return  # the batch's transaction committed its offsets; Faust must not commit them
                     for e in evs:
                         await stream.ack(e)
 
@@ -149,9 +133,7 @@ class InfertideApp:
     async def _watch_lag(self) -> None:
         """Consumer lag and commit progress per assigned partition, for /metrics and /healthz."""
         consumer = self.app.consumer
-        committed_map = dict(getattr(consumer, "_committed_offset", {}))
-        for delivery in self.deliveries.values():  # exactly-once: offsets committed by transactions
-            committed_map.update({TP(t, p): o for (t, p), o in delivery.committed.items()})
+        committed_map = getattr(consumer, "_committed_offset", {})
         for tp in consumer.assignment():
             if tp.topic not in self.source_topics:
                 continue  # table changelogs are read only during recovery
@@ -166,10 +148,6 @@ class InfertideApp:
                 if committed != prev:
                     self.last_commit_progress = time.monotonic()
                 METRICS.committed.labels(tp.topic, str(tp.partition)).set(committed)
-
-    async def _stop_deliveries(self, app: Any, **kwargs: Any) -> None:
-        for delivery in self.deliveries.values():
-            await delivery.stop()
 
     def stalled(self, after_s: float = 120.0) -> str | None:
         """Why the worker looks stuck (a failed pipeline, or lag with no commit progress), or None."""

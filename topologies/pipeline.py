@@ -33,13 +33,12 @@ from topologies.recommend import engagement_weight, item_labels
 from topologies.records import InputRecord, OutRecord, dead_letter, now_ms, result_record
 from topologies.sampling import FrameSampler
 
-__all__ = ["BatchOutput", "DeliverFn", "InferFn", "ObserveFn", "RoutePipeline", "SendFn", "SCHEMA_OF_KIND"]
+__all__ = ["BatchOutput", "InferFn", "ObserveFn", "RoutePipeline", "SendFn", "SCHEMA_OF_KIND"]
 
 log = logging.getLogger(__name__)
 
 InferFn = Callable[[str, list[Any]], Awaitable[list[dict[str, Any]]]]
 SendFn = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
-DeliverFn = Callable[[list[OutRecord], list[InputRecord]], Awaitable[None]]
 ObserveFn = Callable[[str, int, int, list[tuple[str, Any, dict[str, Any]]]], None]
 SCHEMA_OF_KIND = {"text": "text.v1", "image": "image.v1", "video": "video_frame.v1"}
 
@@ -76,13 +75,11 @@ class RoutePipeline:
         summary_topic: internal topic for per-batch analytics/recommendation summaries.
         on_fatal: called when producing fails, so the worker can stop without committing.
         observe: ``observe(route, n_in, n_dlq, [(task, event, result)])`` after each batch (dashboard state).
-        deliver: replaces ``send`` for whole batches: ``await deliver(outputs, inputs)`` returns once the
-            outputs (and, for exactly-once, the inputs' offsets) are committed in one transaction.
     """
 
     def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send: SendFn,
                  summary_topic: str | None, on_fatal: Callable[[BaseException], None] | None = None,
-                 observe: ObserveFn | None = None, deliver: DeliverFn | None = None) -> None:
+                 observe: ObserveFn | None = None) -> None:
         self.topology = topology
         self.route = route
         self.infer = infer
@@ -90,7 +87,6 @@ class RoutePipeline:
         self.summary_topic = summary_topic
         self.on_fatal = on_fatal
         self.observe = observe
-        self.deliver = deliver
         self.schema = SCHEMA_OF_KIND[route.kind]
         self.limits = Limits.from_config(topology.limits)
         self.dlq_topic = topology.topics.dlq
@@ -98,8 +94,7 @@ class RoutePipeline:
         self.outputs = {m: topology.output_topic(route, m) for m in route.models}
         self.sampler = FrameSampler(route.sampling) if route.kind == "video" and route.sampling else None
         self._slots = asyncio.Semaphore(route.max_in_flight)
-        self._queue: asyncio.Queue[tuple[asyncio.Task[BatchOutput], list[InputRecord], Callable[[], Awaitable[Any]]]]
-        self._queue = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[asyncio.Task[BatchOutput], Callable[[], Awaitable[Any]], float]] = asyncio.Queue()
         self._sequencer: asyncio.Task[None] | None = None
         self._outstanding = 0
         self.failed: BaseException | None = None
@@ -116,7 +111,7 @@ class RoutePipeline:
         METRICS.batch_size.labels(self.route.name).observe(len(records))
         METRICS.events_in.labels(self.route.name).inc(len(records))
         task = asyncio.ensure_future(self.process(records))
-        await self._queue.put((task, records, ack))
+        await self._queue.put((task, ack, time.monotonic()))
         if self._sequencer is None or self._sequencer.done():
             self._sequencer = asyncio.ensure_future(self._sequence())
 
@@ -127,14 +122,11 @@ class RoutePipeline:
 
     async def _sequence(self) -> None:
         while True:
-            task, inputs, ack = await self._queue.get()
+            task, ack, _t0 = await self._queue.get()
             try:
                 out = await task
-                if self.deliver is not None:
-                    await self.deliver(out.records, inputs)
-                else:
-                    futures = [await self.send(r) for r in out.records]
-                    await asyncio.gather(*futures)
+                futures = [await self.send(r) for r in out.records]
+                await asyncio.gather(*futures)
                 await ack()
             except BaseException as err:  # produce failed: never ack, stop the worker
                 self.failed = err

@@ -32,8 +32,7 @@ class Stack:
     workdir: Path
     env: dict[str, str]
 
-    def topology(self, prefix: str, *, guarantee: str = "at-least-once",
-                 **route_overrides: Any) -> tuple[Topology, Path]:
+    def topology(self, prefix: str, **route_overrides: Any) -> tuple[Topology, Path]:
         """A topology with its own topics and consumer group (so tests don't share state)."""
         d = tiny_topology_dict(self.models_dir)
         d["kafka"] = {"bootstrap_servers": self.bootstrap, "consumer_group": f"{prefix}-group",
@@ -45,7 +44,6 @@ class Stack:
         for r in d["routes"]:
             r.update(route_overrides.get(r["name"], {}))
         d["analytics"] = {"window_s": 2, "expires_s": 4}
-        d["delivery"] = {"processing_guarantee": guarantee}
         d["recommendations"] = {"top_k": 3, "item_pool_size": 500}
         d["web_port"] = free_port()
         path = self.workdir / f"{prefix}.yaml"
@@ -54,9 +52,8 @@ class Stack:
         ensure_topics(topology)
         return topology, path
 
-    def worker(self, topology: Topology, path: Path, name: str, worker_id: str | None = None) -> WorkerProcess:
-        env = {**self.env, "INFERTIDE_WORKER_ID": worker_id} if worker_id else self.env
-        return WorkerProcess(path, self.ray_address, topology.web_port, self.workdir / f"{name}.log", env=env)
+    def worker(self, topology: Topology, path: Path, name: str) -> WorkerProcess:
+        return WorkerProcess(path, self.ray_address, topology.web_port, self.workdir / f"{name}.log", env=self.env)
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +69,13 @@ def stack(kafka_bootstrap: str, tiny_models_dir: Path, offline_model_env: dict[s
 
 
 def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool], timeout: float,
-               decode: bool = True, read_committed: bool = False) -> list[Any]:
+               decode: bool = True) -> list[Any]:
     """Every record of ``topic`` from the beginning, read until ``until(records)`` or ``timeout``.
 
     Records are ``(partition, offset, value)`` with ``value`` decoded from JSON.
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id=f"t-{uuid.uuid4().hex[:6]}",
-                             isolation_level="read_committed" if read_committed else "read_uncommitted")
+                             auto_offset_reset="earliest", client_id=f"t-{uuid.uuid4().hex[:6]}")
     parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
