@@ -93,6 +93,7 @@ class InfertideApp:
         self.live = LiveState()
         self.started = time.time()
         self.last_commit_progress = time.monotonic()
+        self._committed_seen: dict[Any, int] = {}
         for route in topology.routes:
             self._add_route(route)
         self.app.timer(interval=2.0)(self._watch_lag)
@@ -144,8 +145,8 @@ class InfertideApp:
             lag = high - (committed or 0)
             METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
             if committed is not None:
-                prev = METRICS.committed.labels(tp.topic, str(tp.partition))._value.get()  # noqa: SLF001
-                if committed != prev:
+                if self._committed_seen.get(tp) != committed:
+                    self._committed_seen[tp] = committed
                     self.last_commit_progress = time.monotonic()
                 METRICS.committed.labels(tp.topic, str(tp.partition)).set(committed)
 

@@ -94,7 +94,7 @@ class RoutePipeline:
         self.outputs = {m: topology.output_topic(route, m) for m in route.models}
         self.sampler = FrameSampler(route.sampling) if route.kind == "video" and route.sampling else None
         self._slots = asyncio.Semaphore(route.max_in_flight)
-        self._queue: asyncio.Queue[tuple[asyncio.Task[BatchOutput], Callable[[], Awaitable[Any]], float]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[asyncio.Task[BatchOutput], Callable[[], Awaitable[Any]]]] = asyncio.Queue()
         self._sequencer: asyncio.Task[None] | None = None
         self._outstanding = 0
         self.failed: BaseException | None = None
@@ -111,7 +111,7 @@ class RoutePipeline:
         METRICS.batch_size.labels(self.route.name).observe(len(records))
         METRICS.events_in.labels(self.route.name).inc(len(records))
         task = asyncio.ensure_future(self.process(records))
-        await self._queue.put((task, ack, time.monotonic()))
+        await self._queue.put((task, ack))
         if self._sequencer is None or self._sequencer.done():
             self._sequencer = asyncio.ensure_future(self._sequence())
 
@@ -122,7 +122,7 @@ class RoutePipeline:
 
     async def _sequence(self) -> None:
         while True:
-            task, ack, _t0 = await self._queue.get()
+            task, ack = await self._queue.get()
             try:
                 out = await task
                 futures = [await self.send(r) for r in out.records]
@@ -162,20 +162,19 @@ class RoutePipeline:
         observed: list[tuple[str, Any, dict[str, Any]]] = []
         deltas.add("events", name, "in", len(records))
         valid = self._decode_and_sample(records, out, deltas)
-        t_sent = time.monotonic()
         replies = await asyncio.gather(*(self._call(m, valid) for m in self.route.models)) if valid else []
-        queue_ms = 0.0
         engagements: list[dict[str, Any]] = []
         items: dict[str, dict[str, float]] = {}
-        for model, reply_list in zip(self.route.models, replies):
+        for model, answer in zip(self.route.models, replies):
             task, topic = self.tasks[model], self.outputs[model]
-            if isinstance(reply_list, InferenceFailed):
+            if isinstance(answer, InferenceFailed):
                 for rec in valid:
                     out.dead_letter(rec, dead_letter(rec, topic=self.dlq_topic, route=name, stage="infer",
-                                                     error=reply_list, attempts=reply_list.attempts,
-                                                     error_class=type(reply_list.cause).__name__))
-                    self._count_dlq("infer", type(reply_list.cause).__name__)
+                                                     error=answer, attempts=answer.attempts,
+                                                     error_class=type(answer.cause).__name__))
+                    self._count_dlq("infer", type(answer.cause).__name__)
                 continue
+            reply_list, call_ms = answer
             for rec, reply in zip(valid, reply_list):
                 if not reply.get("ok"):
                     out.dead_letter(rec, dead_letter(rec, topic=self.dlq_topic, route=name, stage="infer",
@@ -183,6 +182,8 @@ class RoutePipeline:
                                                      error_class=reply.get("error_class", "ModelError")))
                     self._count_dlq("infer", reply.get("error_class", "ModelError"))
                     continue
+                # Time in Serve beyond the model itself: batching wait, queueing, transport.
+                queue_ms = call_ms - float(reply.get("inference_ms", 0.0))
                 out.records.append(result_record(rec, topic=topic, task=task, reply=reply, queue_ms=queue_ms))
                 out.results += 1
                 out.ok.add((rec.partition, rec.offset))
@@ -190,15 +191,12 @@ class RoutePipeline:
                 observed.append((task, rec.event, reply["result"]))
                 self._account(rec, task, reply["result"], deltas, engagements, items,
                               primary=model == self.route.models[0])
-        elapsed = time.monotonic() - t_sent
         # Counted per event: "out" has at least one result, "dlq" at least one dead letter
         # (an image can have both when one of its two models fails).
         if out.ok:
             deltas.add("events", name, "out", len(out.ok))
         if out.dead:
             deltas.add("events", name, "dlq", len(out.dead))
-        for model in self.route.models:
-            METRICS.serve_call.labels(name, model).observe(elapsed)
         if self.observe is not None:
             try:
                 self.observe(name, len(records), len(out.dead), observed)
@@ -241,17 +239,23 @@ class RoutePipeline:
             return [rec.event.text for rec in valid]
         return [rec.event.image.model_dump(include={"data", "uri"}) for rec in valid]
 
-    async def _call(self, model: str, valid: list[InputRecord]) -> list[dict[str, Any]] | InferenceFailed:
-        """One Serve call with retry and backoff for transient failures (timeouts, replica restarts)."""
+    async def _call(self, model: str, valid: list[InputRecord]) -> tuple[list[dict[str, Any]], float] | InferenceFailed:
+        """One Serve call with retry and backoff for transient failures (timeouts, replica restarts).
+
+        Returns the replies and the successful call's duration in ms, or the failure after the last attempt.
+        """
         items = self._items_for(model, valid)
         route = self.route
         last: BaseException | None = None
         for attempt in range(1, route.max_attempts + 1):
             try:
+                t0 = time.monotonic()
                 replies = await asyncio.wait_for(self.infer(model, items), route.call_timeout_s)
+                elapsed = time.monotonic() - t0
                 if len(replies) != len(items):
                     raise RuntimeError(f"{model} returned {len(replies)} replies for {len(items)} items")
-                return replies
+                METRICS.serve_call.labels(route.name, model).observe(elapsed)
+                return replies, elapsed * 1000
             except Exception as err:  # transient or not, retried a bounded number of times
                 last = err
                 if attempt < route.max_attempts:
