@@ -74,6 +74,9 @@ class KafkaConfig(_Strict):
     heartbeat_interval_s: PositiveFloat = 3.0
     commit_interval_s: PositiveFloat = 1.0
     producer_linger_s: Annotated[float, Field(ge=0)] = 0.005
+    # On a rebalance, how long in-flight batches may take to finish before they are abandoned
+    # (not committed; read again by the partition's next owner). The group waits this long at most.
+    revoke_drain_timeout_s: PositiveFloat = 30.0
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaConfig:
@@ -83,6 +86,11 @@ class KafkaConfig(_Strict):
                 "add e.g. `sasl_mechanism: SCRAM-SHA-512` under `kafka:`"
             )
         return self
+
+    @property
+    def routes_group(self) -> str:
+        """The consumer group of the route consumers (``<consumer_group>-routes``); scale and watch lag on it."""
+        return f"{self.consumer_group}-routes"
 
     def sasl_password(self) -> str | None:
         """The SASL password read from the environment variable the config names."""
