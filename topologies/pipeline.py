@@ -29,12 +29,13 @@ from topologies.metrics import METRICS
 from topologies.records import InputRecord, OutRecord
 from topologies.serve_client import call_with_retries
 
-__all__ = ["SCHEMA_OF_KIND", "BatchOutput", "InferFn", "ObserveFn", "RoutePipeline", "SendFn"]
+__all__ = ["SCHEMA_OF_KIND", "BatchOutput", "InferFn", "ObserveFn", "RoutePipeline", "SendAllFn", "SendFn"]
 
 log = logging.getLogger(__name__)
 
 InferFn = Callable[[str, list[Any]], Awaitable[list[dict[str, Any]]]]
 SendFn = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
+SendAllFn = Callable[[list[OutRecord]], Awaitable[list[Awaitable[Any]]]]
 ObserveFn = Callable[[str, int, int, Observed], None]
 
 
@@ -46,17 +47,23 @@ class RoutePipeline:
         route: the route this engine serves.
         infer: ``await infer(model_name, items) -> replies`` (a Serve handle call).
         send: ``await send(record) -> delivery future`` (schedules a produce).
+        send_all: ``await send_all(records) -> delivery futures``; used instead of ``send`` when given
+            (:class:`topologies.producer.BatchProducer`: one record batch per topic partition).
         summary_topic: internal topic for per-batch analytics/recommendation summaries.
         on_fatal: called when producing fails, so the worker can stop without committing.
         observe: ``observe(route, n_in, n_dlq, [(task, event, result)])`` after each batch (dashboard state).
     """
 
-    def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send: SendFn,
-                 summary_topic: str | None, on_fatal: Callable[[BaseException], None] | None = None,
+    def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send: SendFn | None = None,
+                 send_all: SendAllFn | None = None, summary_topic: str | None,
+                 on_fatal: Callable[[BaseException], None] | None = None,
                  observe: ObserveFn | None = None) -> None:
+        if (send is None) == (send_all is None):
+            raise TypeError("RoutePipeline needs exactly one of send= or send_all=")
         self.route = route
         self.infer = infer
         self.send = send
+        self.send_all = send_all
         self.observe = observe
         self.processor = BatchProcessor(topology, route, summary_topic)
         in_flight = METRICS.in_flight.labels(route.name)
@@ -112,4 +119,7 @@ class RoutePipeline:
         return out
 
     async def _publish(self, out: BatchOutput) -> list[Awaitable[Any]]:
+        if self.send_all is not None:
+            return await self.send_all(out.records)
+        assert self.send is not None
         return [await self.send(r) for r in out.records]

@@ -98,8 +98,8 @@ def result_record(rec: InputRecord, *, topic: str, reply: dict[str, Any], queue_
     ev = rec.event
     produced = now_ms() if produced is None else produced
     doc: dict[str, Any] = {"event_id": ev.event_id, "ts": ev.ts}
-    for name in _OPTIONAL_IDS:
-        value = getattr(ev, name, None)
+    for name in _optional_ids(type(ev)):
+        value = getattr(ev, name)
         if value is not None:
             doc[name] = value
     doc["model"] = reply["model"]
@@ -111,3 +111,13 @@ def result_record(rec: InputRecord, *, topic: str, reply: dict[str, Any], queue_
 
 
 _OPTIONAL_IDS = ("user_id", "item_id", "source", "stream_id", "frame_index", "pts_ms")
+_IDS_OF: dict[type, tuple[str, ...]] = {}
+
+
+def _optional_ids(event_type: type) -> tuple[str, ...]:
+    """The optional id fields an event type has (a missing attribute on a pydantic model costs an exception)."""
+    ids = _IDS_OF.get(event_type)
+    if ids is None:
+        fields = getattr(event_type, "model_fields", {})
+        ids = _IDS_OF[event_type] = tuple(n for n in _OPTIONAL_IDS if n in fields)
+    return ids

@@ -38,6 +38,7 @@ from schemas.topology import RouteConfig, Topology
 from topologies.kafka_clients import aiokafka_kwargs
 from topologies.metrics import METRICS, forget
 from topologies.pipeline import InferFn, ObserveFn, RoutePipeline
+from topologies.producer import BatchProducer
 from topologies.records import InputRecord, OutRecord
 
 __all__ = ["RouteConsumer"]
@@ -75,11 +76,12 @@ class RouteConsumer(ConsumerRebalanceListener):
         self._kw = aiokafka_kwargs(topology.kafka, bootstrap)
         self.routes: dict[str, _Route] = {}
         for route in topology.routes:
-            pipe = RoutePipeline(topology, route, infer=infer, send=self._send, summary_topic=summary_topic,
+            pipe = RoutePipeline(topology, route, infer=infer, send_all=self._send_all, summary_topic=summary_topic,
                                  on_fatal=self._fatal, observe=observe)
             self.routes[topology.input_topic(route)] = _Route(route, topology.input_topic(route), pipe)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self._batches: BatchProducer | None = None
         self.failed: BaseException | None = None
         self.rebalancing = False
         self.last_commit_progress = time.monotonic()
@@ -106,6 +108,7 @@ class RouteConsumer(ConsumerRebalanceListener):
             max_poll_records=max_batch, **self._kw)
         self.consumer.subscribe(topics=list(self.routes), listener=self)
         await self.producer.start()
+        self._batches = BatchProducer(self.producer)
         await self.consumer.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._route_loop(r), name=f"route-{r.config.name}")
@@ -217,9 +220,9 @@ class RouteConsumer(ConsumerRebalanceListener):
 
         return ack
 
-    async def _send(self, rec: OutRecord) -> Any:
-        assert self.producer is not None
-        return await self.producer.send(rec.topic, rec.value, key=rec.key, headers=list(rec.headers) or None)
+    async def _send_all(self, records: list[OutRecord]) -> list[Any]:
+        assert self._batches is not None
+        return await self._batches.send_all(records)
 
     # -- committing ----------------------------------------------------------------------
 
