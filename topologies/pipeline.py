@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from schemas.codec import EventDecodeError, Limits, decode
+from schemas.tasks import EVENT_KINDS, TASKS
 from schemas.topology import RouteConfig, Topology
 from topologies.analytics import Deltas
 from topologies.metrics import METRICS
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 InferFn = Callable[[str, list[Any]], Awaitable[list[dict[str, Any]]]]
 SendFn = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
 ObserveFn = Callable[[str, int, int, list[tuple[str, Any, dict[str, Any]]]], None]
-SCHEMA_OF_KIND = {"text": "text.v1", "image": "image.v1", "video": "video_frame.v1"}
+SCHEMA_OF_KIND = {kind: spec.schema for kind, spec in EVENT_KINDS.items()}
 
 
 class InferenceFailed(Exception):
@@ -273,17 +274,8 @@ class RoutePipeline:
         if primary:  # one latency sample and one engagement per event, not per model
             deltas.latency(name, float(now_ms() - ev.ts))
             METRICS.e2e_latency.labels(name).observe(max(0.0, (now_ms() - ev.ts) / 1000))
-        if task == "sentiment":
-            deltas.add("sentiment", name, f"count.{result['label']}")
-            deltas.add("sentiment", name, f"score_sum.{result['label']}", float(result["score"]))
-        elif task == "detection":
-            for box in result.get("boxes", []):
-                deltas.add("detections", name, box["label"])
-                if getattr(ev, "stream_id", None):
-                    deltas.add("detections_stream", ev.stream_id, box["label"])
-        elif task == "tagging":
-            for tag in result.get("tags", []):
-                deltas.add("tags", name, tag["label"])
+        for delta in TASKS[task].deltas(result, name, getattr(ev, "stream_id", None)):
+            deltas.add(*delta)
         labels = item_labels(task, result)
         if ev.item_id and labels:
             merged = items.setdefault(ev.item_id, {})

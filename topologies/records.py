@@ -13,18 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.codec import encode
-from schemas.events import (
-    DeadLetter,
-    DetectionsResult,
-    ModelInfo,
-    SentimentResult,
-    TagsResult,
-    Timings,
-)
+from schemas.events import DeadLetter, ModelInfo, SentimentResult, TagsResult, Timings
+from schemas.tasks import TASKS
 
 __all__ = ["InputRecord", "OutRecord", "child_traceparent", "dead_letter", "now_ms", "result_record"]
 
-RESULT_MODELS = {"sentiment": SentimentResult, "detection": DetectionsResult, "tagging": TagsResult}
+RESULT_MODELS = {name: spec.result_model for name, spec in TASKS.items() if spec.result_model}
 
 
 def now_ms() -> int:

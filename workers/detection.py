@@ -16,18 +16,9 @@ from PIL import Image
 from schemas.topology import ModelConfig
 from workers.base import BatchedModel, ModelIdentity, file_version
 from workers.device import resolve_device, use_half
-from workers.images import ImageLimits, decode_image
+from workers.images import ImageLimits, blank_image_item, decode_image
 
 __all__ = ["DetectionModel"]
-
-
-def _blank_png_b64() -> str:
-    import base64
-    import io
-
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), (127, 127, 127)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 class DetectionModel(BatchedModel):
@@ -66,7 +57,7 @@ class DetectionModel(BatchedModel):
         self._apply(options)
 
     def warmup_items(self) -> list[Any]:
-        return [{"data": _blank_png_b64(), "uri": None}]
+        return [blank_image_item()]
 
     def decode(self, item: Any) -> Image.Image:
         return decode_image(item, self.limits)

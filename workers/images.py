@@ -33,6 +33,7 @@ __all__ = [
     "ImageTooLarge",
     "UnsupportedUri",
     "UriNotAllowed",
+    "blank_image_item",
     "decode_image",
     "load_image_bytes",
 ]
@@ -153,3 +154,10 @@ def decode_image(item: Any, limits: ImageLimits) -> Image.Image:
         return img.convert("RGB")
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt data
         raise InputError(f"image bytes cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def blank_image_item(w: int = 64, h: int = 48) -> dict[str, Any]:
+    """A grey PNG as a wire item, for warming image models up at load."""
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (127, 127, 127)).save(buf, format="PNG")
+    return {"data": base64.b64encode(buf.getvalue()).decode(), "uri": None}

@@ -18,7 +18,7 @@ from transformers import CLIPModel, CLIPProcessor
 from schemas.topology import ModelConfig
 from workers.base import BatchedModel, InputError, ModelIdentity, hf_version
 from workers.device import resolve_device, use_half
-from workers.images import ImageLimits, decode_image
+from workers.images import ImageLimits, blank_image_item, decode_image
 
 __all__ = ["TaggingModel", "DEFAULT_LABELS"]
 
@@ -74,9 +74,7 @@ class TaggingModel(BatchedModel):
         self._apply(options)
 
     def warmup_items(self) -> list[Any]:
-        from workers.detection import _blank_png_b64
-
-        return [{"data": _blank_png_b64(), "uri": None}]
+        return [blank_image_item()]
 
     def decode(self, item: Any) -> Image.Image | str:
         if isinstance(item, str):
