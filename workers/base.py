@@ -81,7 +81,7 @@ def hf_version(model: Any, source: str, revision: str | None) -> str:
 
 
 class BatchedModel:
-    """Base class: subclasses set ``task`` and implement the four hooks.
+    """Base class: subclasses set ``task`` and implement the hooks (``load`` and ``predict`` at least).
 
     Args:
         cfg: the model's entry from the topology (``options`` holds task knobs).
@@ -121,10 +121,14 @@ class BatchedModel:
         """Wire items used to warm the model up at load."""
         return ["warm up"]
 
+    def apply_options(self, options: dict[str, Any]) -> None:
+        """Apply the task's ``options`` (thresholds, labels, limits) to the loaded weights; ``load`` calls it
+        too. Default: nothing to apply."""
+
     def set_options(self, options: dict[str, Any]) -> None:
-        """Apply changed ``options`` without reloading weights; default: full reload."""
+        """Apply changed ``options`` without reloading weights (``options_key`` says what needs a reload)."""
         self.cfg = self.cfg.model_copy(update={"options": dict(options)})
-        self.load(self.cfg)
+        self.apply_options(options)
 
     # -- driver ------------------------------------------------------------------------
     def warmup(self) -> None:

@@ -16,18 +16,17 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from schemas.topology import ModelConfig
-from workers.base import BatchedModel, ModelIdentity, hf_version
+from workers.base import ModelIdentity, hf_version
 from workers.device import resolve_device, use_half
-from workers.images import ImageLimits, blank_image_item, decode_image
+from workers.images import ImageLimits, ImageModel
 
 __all__ = ["ClassificationModel"]
 
 
-class ClassificationModel(BatchedModel):
+class ClassificationModel(ImageModel):
     """``{"labels": [{"label": "tabby", "class_id": 281, "score": 0.83}, ...], "top_k": 5}``, best first."""
 
     task = "classification"
-    input_kind = "image"
 
     def load(self, cfg: ModelConfig) -> None:
         self.device = resolve_device(cfg)
@@ -41,22 +40,12 @@ class ClassificationModel(BatchedModel):
         self.id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
         self.identity = ModelIdentity(cfg.model, hf_version(model, cfg.model, cfg.revision))
         self.cfg = cfg
-        self._apply(cfg.options)
+        self.apply_options(cfg.options)
 
-    def _apply(self, options: dict[str, Any]) -> None:
+    def apply_options(self, options: dict[str, Any]) -> None:
         self.top_k = max(1, int(options.get("top_k", 5)))
         self.threshold = float(options.get("threshold", 0.0))
         self.limits = ImageLimits.from_options(options)
-
-    def set_options(self, options: dict[str, Any]) -> None:
-        self.cfg = self.cfg.model_copy(update={"options": dict(options)})
-        self._apply(options)
-
-    def warmup_items(self) -> list[Any]:
-        return [blank_image_item()]
-
-    def decode(self, item: Any) -> Image.Image:
-        return decode_image(item, self.limits)
 
     @torch.inference_mode()
     def predict(self, inputs: list[Image.Image]) -> list[list[tuple[int, float]]]:

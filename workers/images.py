@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from workers.base import InputError
+from workers.base import BatchedModel, InputError
 
 # ultralytics replaces PIL.Image.open with a wrapper that tries to pip-check pi-heif on
 # every unidentified file; undecodable bytes are common input here, so keep Pillow's own.
@@ -30,6 +30,7 @@ if not getattr(_pil_open, "__module__", "PIL").startswith("PIL"):
 
 __all__ = [
     "ImageLimits",
+    "ImageModel",
     "ImageTooLarge",
     "UnsupportedUri",
     "UriNotAllowed",
@@ -161,3 +162,17 @@ def blank_image_item(w: int = 64, h: int = 48) -> dict[str, Any]:
     buf = io.BytesIO()
     Image.new("RGB", (w, h), (127, 127, 127)).save(buf, format="PNG")
     return {"data": base64.b64encode(buf.getvalue()).decode(), "uri": None}
+
+
+class ImageModel(BatchedModel):
+    """Base of the image models: wire image items decoded under ``self.limits`` (set it in
+    ``apply_options``, e.g. ``ImageLimits.from_options(options)``), warm-up on a blank image."""
+
+    input_kind = "image"
+    limits: ImageLimits
+
+    def decode(self, item: Any) -> Image.Image:
+        return decode_image(item, self.limits)
+
+    def warmup_items(self) -> list[Any]:
+        return [blank_image_item()]
