@@ -30,6 +30,7 @@ import orjson
 import yaml
 
 from infertide import bench_baselines as bl
+from schemas.topology import TOPIC_ALIASES
 
 __all__ = ["BenchOptions", "Reporter", "percentile", "run_bench"]
 
@@ -86,12 +87,11 @@ def _topology_dict(opts: BenchOptions, models_dir: Path, bootstrap: str, prefix:
         model = {"task": "echo", **common}
     else:
         raise ValueError(f"--model must be sentiment or echo, not {opts.model!r}")
-    aliases = ("text", "image", "video", "sentiment", "detections", "tags", "recommendations", "analytics", "dlq")
     return {
         "name": "infertide-bench",
         "kafka": {"bootstrap_servers": bootstrap, "consumer_group": f"{prefix}-group",
                   "session_timeout_s": 6, "heartbeat_interval_s": 2, "commit_interval_s": 0.5},
-        "topics": {a: f"{prefix}.{a}" for a in aliases} | {"partitions": 4},
+        "topics": {a: f"{prefix}.{a}" for a in TOPIC_ALIASES} | {"partitions": 4},
         "models": {opts.model: model},
         "routes": [{"name": "text", "input": "text", "kind": "text", "models": [opts.model],
                     "outputs": {opts.model: "sentiment"}, "batch_size": opts.batch_size,

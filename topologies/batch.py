@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from schemas.codec import EventDecodeError, Limits, decode
+from schemas.tasks import EVENT_KINDS, TASKS
 from schemas.topology import RouteConfig, Topology
 from topologies.analytics import Deltas
 from topologies.metrics import METRICS
@@ -24,7 +25,7 @@ from topologies.sampling import FrameSampler
 
 __all__ = ["SCHEMA_OF_KIND", "BatchOutput", "BatchProcessor", "Decoded", "InferenceFailed", "Observed"]
 
-SCHEMA_OF_KIND = {"text": "text.v1", "image": "image.v1", "video": "video_frame.v1"}
+SCHEMA_OF_KIND = {kind: spec.schema for kind, spec in EVENT_KINDS.items()}
 
 # (task, event, result) of each successful reply: what the dashboard's live state keeps.
 Observed = list[tuple[str, Any, dict[str, Any]]]
@@ -81,6 +82,7 @@ class BatchProcessor:
         self.outputs = {m: topology.output_topic(route, m) for m in route.models}
         self.sampler = FrameSampler(route.sampling) if route.kind == "video" and route.sampling else None
         self._e2e = METRICS.e2e_latency.labels(route.name)
+        self.has_stream = route.kind == "video"  # events with a stream_id
 
     # -- before the model calls ----------------------------------------------------------
 
@@ -192,17 +194,8 @@ class BatchProcessor:
         if primary:  # one latency sample and one engagement per event, not per model
             deltas.latency(name, float(now - ev.ts))
             self._e2e.observe(max(0.0, (now - ev.ts) / 1000))
-        if task == "sentiment":
-            deltas.add("sentiment", name, f"count.{result['label']}")
-            deltas.add("sentiment", name, f"score_sum.{result['label']}", float(result["score"]))
-        elif task == "detection":
-            for box in result.get("boxes", []):
-                deltas.add("detections", name, box["label"])
-                if getattr(ev, "stream_id", None):
-                    deltas.add("detections_stream", ev.stream_id, box["label"])
-        elif task == "tagging":
-            for tag in result.get("tags", []):
-                deltas.add("tags", name, tag["label"])
+        for delta in TASKS[task].deltas(result, name, ev.stream_id if self.has_stream else None):
+            deltas.add(*delta)
         labels = item_labels(task, result)
         if ev.item_id and labels:
             merged = items.setdefault(ev.item_id, {})

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from schemas.reply import Reply
 from schemas.topology import RouteConfig, Topology
 from topologies.batch import SCHEMA_OF_KIND, BatchOutput, BatchProcessor, InferenceFailed, Observed
 from topologies.executor import OrderedExecutor
@@ -33,7 +34,7 @@ __all__ = ["SCHEMA_OF_KIND", "BatchOutput", "InferFn", "ObserveFn", "RoutePipeli
 
 log = logging.getLogger(__name__)
 
-InferFn = Callable[[str, list[Any]], Awaitable[list[dict[str, Any]]]]
+InferFn = Callable[[str, list[Any]], Awaitable[list[Reply]]]
 SendFn = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
 SendAllFn = Callable[[list[OutRecord]], Awaitable[list[Awaitable[Any]]]]
 ObserveFn = Callable[[str, int, int, Observed], None]

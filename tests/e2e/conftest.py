@@ -19,9 +19,8 @@ from infertide.admin import ensure_topics
 from infertide.broker import free_port
 from infertide.runtime import RayServe, WorkerProcess
 from infertide.tiny_models import tiny_topology_dict
-from schemas.topology import Topology, parse_topology
+from schemas.topology import TOPIC_ALIASES, Topology, parse_topology
 
-TOPIC_ALIASES = ("text", "image", "video", "sentiment", "detections", "tags", "recommendations", "analytics", "dlq")
 
 
 @dataclass
