@@ -124,6 +124,7 @@ class BatchProcessor:
         out, deltas, valid = batch.out, batch.deltas, batch.valid
         engagements: list[dict[str, Any]] = []
         items: dict[str, dict[str, float]] = {}
+        latencies: list[float] = []
         primary = self.route.models[0]
         produced = now_ms()
         for model in self.route.models if valid else ():
@@ -147,12 +148,18 @@ class BatchProcessor:
                                                  produced=produced))
                 out.ok.add((rec.partition, rec.offset))
                 out.observed.append((task, rec.event, reply["result"]))
-                self._account(rec, task, reply["result"], deltas, engagements, items, primary=model == primary,
-                              now=produced)
+                if model == primary:  # one latency sample and one engagement per event, not per model
+                    latencies.append(float(produced - rec.event.ts))
+                self._account(rec, task, reply["result"], deltas, engagements, items, primary=model == primary)
                 n_ok += 1
             out.results += n_ok
             if n_ok:
                 METRICS.results_out.labels(self.name, topic).inc(n_ok)
+        if latencies:
+            deltas.latencies(self.name, latencies)
+            observe = self._e2e.observe
+            for ms in latencies:
+                observe(max(0.0, ms / 1000))
         # Counted per event: "out" has at least one result, "dlq" at least one dead letter
         # (an image can have both when one of its two models fails).
         if out.ok:
@@ -187,15 +194,12 @@ class BatchProcessor:
         out.dlq_reasons[(stage, reason)] += 1
 
     def _account(self, rec: InputRecord, task: str, result: dict[str, Any], deltas: Deltas,
-                 engagements: list[dict[str, Any]], items: dict[str, dict[str, float]], *, primary: bool,
-                 now: int) -> None:
+                 engagements: list[dict[str, Any]], items: dict[str, dict[str, float]], *, primary: bool) -> None:
         """Analytics deltas and recommendation signals of one successful result."""
         ev, name = rec.event, self.name
-        if primary:  # one latency sample and one engagement per event, not per model
-            deltas.latency(name, float(now - ev.ts))
-            self._e2e.observe(max(0.0, (now - ev.ts) / 1000))
+        add = deltas.add
         for delta in TASKS[task].deltas(result, name, ev.stream_id if self.has_stream else None):
-            deltas.add(*delta)
+            add(*delta)
         labels = item_labels(task, result)
         if ev.item_id and labels:
             merged = items.setdefault(ev.item_id, {})

@@ -77,13 +77,15 @@ class LiveState:
         events_out = {id(ev) for _, ev, _ in results}
         r.add(n_in, len(events_out), n_dlq, now)
         seen: set[int] = set()
-        for task, ev, result in results:
+        keep_from = len(results) - (r.latest.maxlen or 0)  # only the newest few are kept: build only those
+        for i, (task, ev, result) in enumerate(results):
             spec = TASKS[task]
             if id(ev) not in seen:
                 seen.add(id(ev))
                 r.latency_ms.append(max(0.0, now * 1000 - ev.ts))
-            r.latest.append({"task": task, "event_id": ev.event_id, "item_id": getattr(ev, "item_id", None),
-                             "user_id": getattr(ev, "user_id", None), "result": spec.brief(result)})
+            if i >= keep_from:
+                r.latest.append({"task": task, "event_id": ev.event_id, "item_id": getattr(ev, "item_id", None),
+                                 "user_id": getattr(ev, "user_id", None), "result": spec.brief(result)})
             counts = r.labels.setdefault(task, Counter())
             for label in spec.labels(result):
                 if label in counts or len(counts) < _MAX_LABELS:
