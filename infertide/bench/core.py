@@ -37,7 +37,7 @@ NAIVE_MAX_S = 30.0  # the naive loop is per event: bounded in time as well as in
 
 def conditions(opts: BenchOptions, bs: BenchStack) -> dict[str, Any]:
     """The run's settings and machine, JSON-able."""
-    skip = {"workdir", "config", "chart", "sweep_fractions"}
+    skip = {"workdir", "config", "chart"}
     c = {k: v for k, v in asdict(opts).items() if k not in skip}
     return {**c, "config": str(opts.config) if opts.config else None, "cpus": os.cpu_count(), **bs.description}
 
@@ -49,7 +49,7 @@ def _baselines(bs: BenchStack, plan: RoutePlan, sent: int, report: Reporter | No
     out: dict[str, Any] = {}
     phase(report, f"bare model ({plan.name})")
     models = {m: bl.load_model(bs.topology, m) for m in plan.models}
-    items = ev.bare_items(plan.kind, plan.batch_size)
+    items = ev.bare_items(plan.kind, plan.batch_size, bs.opts.image_size)
     per = {m: bl.bare_model(model, items) for m, model in models.items()}
     combined = 1 / sum(1 / p["items_per_s"] for p in per.values()) if all(p["items_per_s"] for p in per.values()) else 0
     out["bare_model"] = {"items_per_s": combined, "batch_size": plan.batch_size, "models": per,
@@ -61,7 +61,8 @@ def _baselines(bs: BenchStack, plan: RoutePlan, sent: int, report: Reporter | No
              f"{bs.prefix}.{plan.name}.passthrough"]
     bl.create_topics(bs.topology, names)
     n = bs.opts.naive_events
-    produce_events(bs.topology, names[0], (ev.event(plan.kind, f"{bs.prefix}n", i, int(time.time() * 1000))
+    now = int(time.time() * 1000)
+    produce_events(bs.topology, names[0], (ev.event(plan.kind, f"{bs.prefix}n", i, now, bs.opts.image_size)
                                            for i in range(n)))
     out["naive_loop"] = {**bl.naive_loop(bs.topology, plan.kind, list(models.values()), names[0], names[1], n,
                                          timeout_s=NAIVE_MAX_S), "client": "kafka-python"}

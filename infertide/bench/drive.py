@@ -62,7 +62,8 @@ async def _open(topology: Any, topics: list[str]) -> tuple[Any, Any]:
 
 
 async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str, timeout_s: float,
-                report: Reporter | None = None, max_s: float | None = None) -> dict[str, Any]:
+                report: Reporter | None = None, max_s: float | None = None,
+                image_size: tuple[int, int] = (64, 48)) -> dict[str, Any]:
     """Produce ``n`` events of ``plan`` (paced at ``rate``; stop producing after ``max_s``) and read the results."""
     from infertide.produce import now_ms
     from schemas.codec import encode
@@ -87,7 +88,7 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
                     await asyncio.sleep(ahead)
             if max_s is not None and time.perf_counter() - t0 > max_s:
                 break
-            e = ev.event(plan.kind, prefix, i, now_ms())
+            e = ev.event(plan.kind, prefix, i, now_ms(), image_size)
             pending.append(await producer.send(plan.input_topic, encode(e), key=ev.key_of(e)))
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)

@@ -46,24 +46,27 @@ def _jpegs(width: int = 64, height: int = 48) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _image(i: int) -> dict[str, Any]:
-    jpegs = _jpegs()
+def _image(i: int, size: tuple[int, int] = (64, 48)) -> dict[str, Any]:
+    jpegs = _jpegs(*size)
     return {"data": jpegs[i % len(jpegs)], "uri": None}
 
 
-def event(kind: str, prefix: str, i: int, ts: int) -> BaseModel:
-    """Event ``i`` of a run for a route of ``kind`` (``text`` / ``image`` / ``video``); id ``<prefix>-<i>``."""
+def event(kind: str, prefix: str, i: int, ts: int, image_size: tuple[int, int] = (64, 48)) -> BaseModel:
+    """Event ``i`` of a run for a route of ``kind`` (``text`` / ``image`` / ``video``); id ``<prefix>-<i>``.
+
+    Images are JPEGs of ``image_size`` (width, height).
+    """
     from schemas.events import ImageEvent, ImageRef, TextEvent, VideoFrameEvent
 
     eid = f"{prefix}-{i}"
     if kind == "text":
         return TextEvent(event_id=eid, ts=ts, source="bench", text=_texts()[i % 1000])
     if kind == "image":
-        return ImageEvent(event_id=eid, ts=ts, source="bench", image=ImageRef(**_image(i)))
+        return ImageEvent(event_id=eid, ts=ts, source="bench", image=ImageRef(**_image(i, image_size)))
     if kind == "video":
         frame = i // STREAMS
         return VideoFrameEvent(event_id=eid, ts=ts, source="bench", stream_id=f"{prefix}-s{i % STREAMS}",
-                               frame_index=frame, pts_ms=frame * 40, image=ImageRef(**_image(i)))
+                               frame_index=frame, pts_ms=frame * 40, image=ImageRef(**_image(i, image_size)))
     raise ValueError(f"route kind must be text, image or video, not {kind!r}")
 
 
@@ -72,11 +75,11 @@ def key_of(ev: BaseModel) -> bytes:
     return (getattr(ev, "stream_id", None) or ev.event_id).encode()  # type: ignore[attr-defined]
 
 
-def bare_items(kind: str, n: int) -> list[Any]:
+def bare_items(kind: str, n: int, image_size: tuple[int, int] = (64, 48)) -> list[Any]:
     """What a route hands its models for ``n`` events of ``kind``: texts, or ``{"data", "uri"}`` images."""
     if kind == "text":
         return sample_texts(n)
-    return [_image(i) for i in range(n)]
+    return [_image(i, image_size) for i in range(n)]
 
 
 def item_of(kind: str, decoded: dict[str, Any]) -> Any:

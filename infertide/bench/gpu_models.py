@@ -1,36 +1,30 @@
-"""GPU benchmark of the model workers at real model sizes (random weights): bare model vs deployment class.
+"""Real-size models with random weights (no hub needed), and their per-model bench: bare model vs deployment class.
 
-Self-contained for a GPU machine with this repo and its venv (no hub needed):
-DistilBERT-base config (sentiment), YOLO11n yaml at imgsz 640 (detection), CLIP
-ViT-B/32 config (tagging); ``half: true`` (fp16 on CUDA). For each model and
-batch size it measures items/s of the bare model class (``run_batch``) and of the
-deployment class (``workers.server.ModelServer.infer``: ``@serve.batch``, decode,
-thread hop) with 4 concurrent callers, in-process. Finishes well under 8 minutes.
-
-    python bench/gpu_workers.py [--seconds 3] [--json out.json]
-    python bench/gpu_workers.py --quick        # CPU smoke run: 1 s cells, batches 1 and 8
+:func:`build_models` saves DistilBERT-base (sentiment) and CLIP ViT-B/32
+(tagging) configs with random weights like real checkpoints, and names YOLO11n
+by its yaml (detection, imgsz 640); ``half: true`` (fp16 on CUDA).
+:func:`measure_models` gives, per model and batch size, items/s of the bare
+model class (``run_batch``) and of the deployment class
+(``workers.server.ModelServer.infer``: ``@serve.batch``, decode, thread hop)
+with 4 concurrent callers, in-process. :mod:`infertide.bench.gpu` runs both.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import io
-import json
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from infertide.tiny_models import build_tiny_clip, build_tiny_sentiment
 
-from infertide.tiny_models import build_tiny_clip, build_tiny_sentiment, offline_env  # noqa: E402
+__all__ = ["build_models", "items", "measure_models"]
 
 
-def build_models(root: Path) -> dict[str, dict]:
+def build_models(root: Path) -> dict[str, dict[str, Any]]:
     """Real-size random-weight checkpoints saved like real ones; tokenizers borrowed from the tiny builds."""
     import torch
     from transformers import (AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
@@ -58,7 +52,8 @@ def build_models(root: Path) -> dict[str, dict]:
     }
 
 
-def items(task: str, n: int) -> list:
+def items(task: str, n: int) -> list[Any]:
+    """``n`` model inputs at real sizes: a 3x longer review, or a 640x480 noise JPEG."""
     if task == "sentiment":
         return ["the film was surprisingly good and the acting was great " * 3] * n
     from PIL import Image
@@ -70,7 +65,7 @@ def items(task: str, n: int) -> list:
     return [{"data": base64.b64encode(buf.getvalue()).decode(), "uri": None}] * n
 
 
-def timed(fn, seconds: float) -> float:
+def _timed(fn: Any, seconds: float) -> float:
     n, t0 = 0, time.perf_counter()
     while True:
         n += fn()
@@ -78,17 +73,9 @@ def timed(fn, seconds: float) -> float:
             return n / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--quick", action="store_true", help="CPU smoke run: 1 s cells, batches 1 and 8")
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--models", nargs="*", help="subset: sentiment detection tagging")
-    args = ap.parse_args()
-    root = Path(os.environ.get("INFERTIDE_BENCH_DIR") or tempfile.mkdtemp(prefix="infertide-gpu-bench-"))
-    os.environ.update(offline_env(root / "env"))
-    seconds, batches = (1.0, (1, 8)) if args.quick else (args.seconds, (1, 8, 32))
-
+def measure_models(models: dict[str, dict[str, Any]], seconds: float, batches: tuple[int, ...],
+                   say: Any = print) -> list[dict[str, Any]]:
+    """One row per (model, batch): bare ``run_batch`` items/s and deployment-class items/s (4 callers)."""
     import torch
     from ray import serve
 
@@ -99,51 +86,40 @@ def main() -> None:
     # ModelServer runs @serve.batch outside a replica; Ray 2.60 reads the replica context for a warning.
     ctx = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=10_000))
     serve.get_replica_context = lambda: ctx
-
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     rows = []
-    t_start = time.time()
     loop = asyncio.new_event_loop()  # one loop: @serve.batch's queue is bound to the loop that made it
-    for name, uc in build_models(root).items():
-        if args.models and name not in args.models:
-            continue
-        cfg = ModelConfig.model_validate(uc)
-        bare = model_class(cfg.task)(cfg)
-        server = ModelServer(name, uc)
-        for bs in batches:
-            its = items(cfg.task, bs)
-            bare_rate = timed(lambda: len(bare.run_batch(its)), seconds)
+    try:
+        for name, uc in models.items():
+            cfg = ModelConfig.model_validate(uc)
+            bare = model_class(cfg.task)(cfg)
+            server = ModelServer(name, uc)
+            for bs in batches:
+                its = items(cfg.task, bs)
+                bare_rate = _timed(lambda: len(bare.run_batch(its)), seconds)
 
-            async def served_loop() -> float:
-                async def one() -> int:
-                    return len(await server.infer(its))
+                async def served_loop() -> float:
+                    async def one() -> int:
+                        return len(await server.infer(its))
 
-                async def four() -> int:
-                    return sum(await asyncio.gather(*(one() for _ in range(4))))
+                    n, t0 = 0, time.perf_counter()
+                    while time.perf_counter() - t0 < seconds:
+                        n += sum(await asyncio.gather(*(one() for _ in range(4))))
+                    return n / (time.perf_counter() - t0)
 
-                n, t0 = 0, time.perf_counter()
-                while time.perf_counter() - t0 < seconds:
-                    n += await four()
-                return n / (time.perf_counter() - t0)
-
-            server.reset_stats()
-            served_rate = loop.run_until_complete(served_loop())
-            row = {"model": name, "batch": bs, "bare_items_s": round(bare_rate, 1),
-                   "deployment_items_s": round(served_rate, 1), "ratio": round(served_rate / bare_rate, 3),
-                   "mean_batch": round(server.stats()["mean"], 1), "half": bare.cfg.half}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        del bare, server
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    print(f"\ndevice: {device}; total {time.time() - t_start:.0f} s")
-    print(f"{'model':<10} {'batch':>5} {'bare/s':>10} {'deploy/s':>10} {'ratio':>6} {'mean batch':>10}")
-    for r in rows:
-        print(f"{r['model']:<10} {r['batch']:>5} {r['bare_items_s']:>10.1f} {r['deployment_items_s']:>10.1f} "
-              f"{r['ratio']:>6.2f} {r['mean_batch']:>10.1f}")
-    if args.json:
-        args.json.write_text(json.dumps({"device": device, "rows": rows}, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+                server.reset_stats()
+                served_rate = loop.run_until_complete(served_loop())
+                row = {"model": name, "batch": bs, "bare_items_s": round(bare_rate, 1),
+                       "deployment_items_s": round(served_rate, 1), "ratio": round(served_rate / bare_rate, 3),
+                       "mean_batch": round(server.stats()["mean"], 1), "half": bare.cfg.half}
+                rows.append(row)
+                say(row)
+            del bare, server
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    finally:  # stop @serve.batch's queue tasks before the loop goes, or they complain at exit
+        tasks = asyncio.all_tasks(loop)
+        for t in tasks:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+    return rows

@@ -2,9 +2,10 @@
 
 Parsed with ``prometheus_client.parser``. Held partitions come from
 ``infertide_assigned_partitions{topic,partition}`` (1 while held) when the
-worker exports it; otherwise from ``infertide_committed_offset{topic,partition}``,
-which only says a worker committed on that partition at some point (after a
-rebalance two workers can both show one): the report names the source.
+worker exports it; otherwise from the partitions labelled on
+``infertide_consumer_lag`` / ``infertide_committed_offset``, which say a worker
+held the partition at some point (gauges stay after a rebalance, so two workers
+can both show one, and they appear on a 2 s timer): the report names the source.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["ASSIGNED", "COMMITTED", "Samples", "delta", "held_partitions", "parse", "scrape"]
+__all__ = ["ASSIGNED", "FALLBACK", "Samples", "delta", "held_partitions", "parse", "scrape", "total"]
 
 ASSIGNED = "infertide_assigned_partitions"
-COMMITTED = "infertide_committed_offset"
+FALLBACK = ("infertide_consumer_lag", "infertide_committed_offset")
 
 # (metric sample name, frozenset of label items) -> value
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -53,11 +54,12 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 
 def held_partitions(samples: Samples, topics: list[str]) -> tuple[dict[str, list[int]], str]:
-    """Partitions of ``topics`` this worker held, and which gauge said so (``ASSIGNED`` or ``COMMITTED``)."""
-    source = ASSIGNED if any(n == ASSIGNED for n, _ in samples) else COMMITTED
+    """Partitions of ``topics`` this worker held, and which gauge(s) said so (``ASSIGNED`` or ``FALLBACK``)."""
+    assigned = any(n == ASSIGNED for n, _ in samples)
+    names = (ASSIGNED,) if assigned else FALLBACK
     held: dict[str, set[int]] = defaultdict(set)
     for (n, lab), v in samples.items():
         d = dict(lab)
-        if n == source and d.get("topic") in topics and (source == COMMITTED or v >= 1):
+        if n in names and d.get("topic") in topics and (v >= 1 or not assigned):
             held[d["topic"]].add(int(d["partition"]))
-    return {t: sorted(held[t]) for t in topics if held.get(t)}, source
+    return {t: sorted(held[t]) for t in topics if held.get(t)}, " + ".join(names)

@@ -37,6 +37,7 @@ class BenchOptions:
         sweep: run a rate sweep (see :mod:`infertide.bench.sweep`) instead of the baselines.
         sweep_fractions: offered rates of the sweep, as fractions of the saturation throughput.
         step_s: a sweep step offers events for about this long (bounded by ``events``).
+        image_size: width and height of the JPEGs image and video events carry.
         chart: where the sweep writes its chart (.png or .svg; default: ``<workdir>/sweep.png``).
     """
 
@@ -59,6 +60,7 @@ class BenchOptions:
     sweep: bool = False
     sweep_fractions: tuple[float, ...] = field(default=SWEEP_FRACTIONS)
     step_s: float = 10.0
+    image_size: tuple[int, int] = (64, 48)
     chart: Path | None = None
 
     @property

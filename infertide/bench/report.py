@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["render_sweep", "render_table", "render_tables"]
+__all__ = ["markdown", "render_sweep", "render_table", "render_tables"]
 
 
 def _ratio(x: float) -> str:
@@ -24,7 +24,7 @@ def _fill_rows(t: Table, p: dict[str, Any]) -> None:
 
 def _worker_rows(t: Table, p: dict[str, Any]) -> None:
     for w in p["workers"]:
-        src = "assigned" if w["partitions_source"].endswith("assigned_partitions") else "committed on"
+        src = "assigned" if w["partitions_source"].endswith("assigned_partitions") else "held (lag gauges)"
         t.add_row(f"  worker {w['worker']}", f"{w['events_per_s']:,.0f}", "",
                   f"{w['events_in']} events in; partitions {src} {w['partitions'] or 'none'}")
 
@@ -79,3 +79,21 @@ def render_sweep(result: dict[str, Any]) -> Table:
                   f"{p['events_per_s']:,.0f}", f"{p['latency_ms']['p50']:.0f}", f"{p['latency_ms']['p99']:.0f}",
                   str(p["sent"]), str(p["missing"]), f"{p['microbatch']['fill']:.0%}", sfill)
     return t
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """A bench result as one Markdown table, a row per route (for docs/)."""
+    lines = ["| route | models | events | pipeline events/s | bare models | pipeline / bare | naive loop "
+             "| pipeline / naive | passthrough | latency p50 / p99 ms | micro-batch fill | Serve batch fill |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["routes"]:
+        p, ra = r["pipeline"], r["ratios"]
+        sfill = ", ".join(f"{m} {v['fill']:.0%}" for m, v in p["serve_batch"].items())
+        lines.append(
+            f"| {p['route']} ({p['kind']}) | {', '.join(p['models'])} | {p['results']}/{p['sent']} "
+            f"| **{p['events_per_s']:,.0f}** | {r['bare_model']['items_per_s']:,.0f} "
+            f"| {_ratio(ra['pipeline_over_bare_model'])} | {r['naive_loop']['events_per_s']:,.0f} "
+            f"| {_ratio(ra['pipeline_over_naive_loop'])} | {r['passthrough']['events_per_s']:,.0f} "
+            f"| {p['latency_ms']['p50']:.0f} / {p['latency_ms']['p99']:.0f} | {p['microbatch']['fill']:.0%} "
+            f"| {sfill} |")
+    return "\n".join(lines) + "\n"

@@ -135,6 +135,16 @@ async def _serve_stats(app: str, models: tuple[str, ...], reset: bool) -> dict[s
     return out
 
 
+def _held(worker: Any, samples: mx.Samples, topic: str, busy: bool) -> tuple[list[int], str]:
+    """The worker's partitions of ``topic``; a worker that consumed but shows none yet is asked again (2 s gauges)."""
+    deadline = time.monotonic() + 5
+    held, source = mx.held_partitions(samples, [topic])
+    while busy and not held and time.monotonic() < deadline:
+        time.sleep(0.5)
+        held, source = mx.held_partitions(mx.scrape(worker), [topic])
+    return held.get(topic, []), source
+
+
 def measure(bs: BenchStack, plan: RoutePlan, n: int, rate: float, tag: str, report: Reporter | None = None,
             max_s: float | None = None, timeout_s: float | None = None) -> dict[str, Any]:
     """One measured pass of ``plan``: ``n`` events at ``rate``; the pipeline section of the result."""
@@ -142,7 +152,8 @@ def measure(bs: BenchStack, plan: RoutePlan, n: int, rate: float, tag: str, repo
     workers = list(bs.stack.procs)
     asyncio.run(_serve_stats(app, plan.models, reset=True))
     before = [mx.scrape(w) for w in workers]
-    run = run_drive(bs.topology, plan, n, rate, f"{bs.prefix}{tag}", timeout_s or bs.opts.timeout_s, report, max_s)
+    run = run_drive(bs.topology, plan, n, rate, f"{bs.prefix}{tag}", timeout_s or bs.opts.timeout_s, report, max_s,
+                    bs.opts.image_size)
     after = [mx.scrape(w) for w in workers]
     sstats = asyncio.run(_serve_stats(app, plan.models, reset=False))
     span_s = max(max(run["last_result_ms"], run["last_ack_ms"]) - run["first_send_ms"], 1) / 1000
@@ -156,10 +167,10 @@ def measure(bs: BenchStack, plan: RoutePlan, n: int, rate: float, tag: str, repo
     mb_mean = mb_sum / mb_count if mb_count else 0.0
     per_worker = []
     for i, (b, a) in enumerate(zip(before, after, strict=True)):
-        held, source = mx.held_partitions(a, [plan.input_topic])
         ein = mx.delta(b, a, "infertide_events_in_total", route=plan.name)
+        held, source = _held(workers[i], a, plan.input_topic, busy=ein > 0)
         per_worker.append({"worker": i, "events_in": int(ein), "events_per_s": ein / span_s,
-                           "partitions": held.get(plan.input_topic, []), "partitions_source": source})
+                           "partitions": held, "partitions_source": source})
     serve = {}
     for m, s in sstats.items():
         cap = bs.topology.models[m].batching.max_batch_size
