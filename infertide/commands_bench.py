@@ -30,10 +30,9 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 def _root_config(ctx: typer.Context) -> Path | None:
     """The root ``infertide --config FILE`` when the user gave one (the packaged default is not a choice)."""
-    from click.core import ParameterSource
-
     root = ctx.find_root()
-    if root.get_parameter_source("config") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+    source = root.get_parameter_source("config")  # by name: typer may carry its own click's enum
+    if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
         return (root.obj or {}).get("config")
     return None
 

@@ -83,6 +83,9 @@ def _report(args: argparse.Namespace, device: str, result: dict[str, Any], rows:
         "real-size random-weight models (DistilBERT-base, YOLO11n imgsz 640, CLIP ViT-B/32), fp16 where CUDA, "
         "640x480 JPEGs")
     notes = "".join(f"- {n}\n" for n in c["notes"])
+    if args.quick:
+        notes += ("- This is the CPU smoke run (`--quick`): tiny models, not the GPU figures. On a GPU machine "
+                  "`make bench-gpu` replaces this file with the real-size run.\n")
     return (f"# infertide GPU bench\n\nCommand: `python -m infertide.bench.gpu {' '.join(sys.argv[1:])}`  \n"
             f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; wall {wall_s:.0f} s  \n"
             f"Device: {device}; host {platform.machine()}, {os.cpu_count()} CPUs  \n"

@@ -26,6 +26,7 @@ MIN_STEP_EVENTS = 50
 def write_chart(result: dict[str, Any], path: Path) -> Path:
     """p50 and p99 latency (ms, log scale) against achieved events/s; PNG or SVG by the suffix of ``path``."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -42,10 +43,14 @@ def write_chart(result: dict[str, Any], path: Path) -> Path:
     sat = result["saturation_events_per_s"]
     ax.axvline(sat, color="grey", linestyle=":", label=f"saturation {sat:,.0f}/s")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 200, not 2x10^2
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("achieved throughput (events/s)")
     ax.set_ylabel("latency, event ts to result produce (ms)")
     c = result["conditions"]
-    ax.set_title(f"infertide: route {result['route']}, {c['workers']} worker(s), {c['cpus']} CPUs", fontsize=10)
+    models = ", ".join(steps[0]["pipeline"]["models"]) if steps else ""
+    ax.set_title(f"infertide: route {result['route']} ({models}), {c['workers']} worker(s), {c['cpus']} CPUs",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
