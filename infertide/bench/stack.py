@@ -90,9 +90,13 @@ class BenchStack:
             logging.getLogger(name).setLevel(logging.WARNING)
         self.stack = LocalStack(self.topology, workers=self.opts.workers, bootstrap=self.bootstrap,
                                 workdir=self.workdir / "stack", env=self.env, num_cpus=os.cpu_count() or 2,
-                                say=lambda msg: phase(self.report, "worker") if "worker" in msg else None)
+                                say=self._say)
         self.stack.start(ready_timeout=180)
         self.topology = self.stack.topology
+
+    def _say(self, msg: str) -> None:
+        if msg.startswith("starting") and "worker" in msg:  # LocalStack's line for the workers' start
+            phase(self.report, "worker")
 
     def warm_up(self) -> None:
         """A few events through every route (model load, first batches, group settled); raises if none come."""
