@@ -28,7 +28,7 @@ from typing import Any
 from infertide.bench import baselines as bl
 from infertide.bench.drive import RoutePlan
 from infertide.bench.options import BenchOptions, Reporter
-from infertide.bench.stack import BenchStack, phase, measure
+from infertide.bench.stack import BenchStack, drain, measure, phase
 
 __all__ = ["conditions", "run_bench"]
 
@@ -96,12 +96,15 @@ def run_bench(opts: BenchOptions, report: Reporter | None = None) -> dict[str, A
         for p in bs.plans:
             phase(report, f"pipeline ({p.name})")
             runs[p.name] = measure(bs, p, opts.events, opts.rate, f"r{p.name}", report)
+            if not opts.rate:  # saturation: also the drain rate, measured as the passthrough is
+                runs[p.name]["drain"] = drain(bs, p, opts.events, f"d{p.name}", report)
         bs.stop_pipeline()
         routes = []
         for p in bs.plans:
             base = _baselines(bs, p, runs[p.name]["sent"], report)
-            routes.append({"pipeline": runs[p.name], **base,
-                           "ratios": _ratios(runs[p.name]["events_per_s"], base)})
+            run = runs[p.name]
+            headline = run["drain"]["events_per_s"] if "drain" in run else run["events_per_s"]
+            routes.append({"pipeline": run, **base, "ratios": _ratios(headline, base)})
         result = {"conditions": conditions(opts, bs), "routes": routes, **routes[0]}
     finally:
         bs.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -63,8 +64,12 @@ async def _open(topology: Any, topics: list[str]) -> tuple[Any, Any]:
 
 async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str, timeout_s: float,
                 report: Reporter | None = None, max_s: float | None = None,
-                image_size: tuple[int, int] = (64, 48)) -> dict[str, Any]:
-    """Produce ``n`` events of ``plan`` (paced at ``rate``; stop producing after ``max_s``) and read the results."""
+                image_size: tuple[int, int] = (64, 48), hold: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Produce ``n`` events of ``plan`` (paced at ``rate``; stop producing after ``max_s``) and read the results.
+
+    With ``hold``, every event is produced first, then ``hold()`` runs (the bench restarts the stopped
+    workers there) and only then are results read: the drain measurement, no producer competing.
+    """
     from infertide.produce import now_ms
     from schemas.codec import encode
 
@@ -75,7 +80,8 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
     worst: dict[str, float] = {}  # event id -> slowest e2e_ms so far
     done: set[str] = set()
     dead: set[str] = set()
-    state = {"sent": 0, "first_send_ms": 0, "last_ack_ms": 0, "last_result_ms": 0, "producing": True}
+    state = {"sent": 0, "first_send_ms": 0, "last_ack_ms": 0, "first_result_ms": 0, "last_result_ms": 0,
+             "producing": True}
 
     async def produce() -> None:
         pending: list[asyncio.Future] = []
@@ -114,7 +120,9 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
         seen = got.setdefault(eid, set())
         seen.add(topic)
         worst[eid] = max(worst.get(eid, 0.0), float(res["timings"]["e2e_ms"]))
-        state["last_result_ms"] = max(state["last_result_ms"], int(res["produced_ts"]))
+        produced = int(res["produced_ts"])
+        state["last_result_ms"] = max(state["last_result_ms"], produced)
+        state["first_result_ms"] = min(state["first_result_ms"] or produced, produced)
         if len(seen) >= need:
             done.add(eid)
 
@@ -129,7 +137,12 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
                 report("results", len(done), n)
 
     try:
-        await asyncio.gather(produce(), consume())
+        if hold is None:
+            await asyncio.gather(produce(), consume())
+        else:
+            await produce()
+            await asyncio.to_thread(hold)
+            await consume()
     finally:
         await consumer.stop()
         await producer.stop()
@@ -137,7 +150,8 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
     return {"sent": state["sent"], "results": len(complete), "dlq": len(dead),
             "partial": len(got) - len(complete) - len(dead & got.keys()),
             "e2e_ms": [worst[e] for e in complete], "first_send_ms": state["first_send_ms"],
-            "last_ack_ms": state["last_ack_ms"], "last_result_ms": state["last_result_ms"]}
+            "last_ack_ms": state["last_ack_ms"], "first_result_ms": state["first_result_ms"],
+            "last_result_ms": state["last_result_ms"]}
 
 
 def run_drive(*args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from infertide.bench import topology as bt
 from infertide.bench.drive import RoutePlan, plans, run_drive
 from infertide.bench.options import BenchOptions, Reporter, percentile
 
-__all__ = ["BenchStack", "measure", "phase"]
+__all__ = ["BenchStack", "drain", "measure", "phase"]
 
 
 def phase(report: Reporter | None, name: str) -> None:
@@ -198,3 +198,28 @@ def measure(bs: BenchStack, plan: RoutePlan, n: int, rate: float, tag: str, repo
                            "dlq": delta("infertide_dlq_total")},
         "at": time.time(),
     }
+
+
+def drain(bs: BenchStack, plan: RoutePlan, n: int, tag: str, report: Reporter | None = None) -> dict[str, Any]:
+    """The workers' drain rate: stop them, fill the input topic with ``n`` events, start them, time the results.
+
+    Measured like the passthrough baseline (a topic already full, nothing producing beside it), from the
+    first result's ``produced_ts`` to the last one's, so the workers' start and group join are not in it.
+    """
+    workers = list(bs.stack.procs)
+    for w in workers:
+        w.stop()  # graceful: commits what it acknowledged, leaves the group
+
+    def restart() -> None:
+        phase(report, f"drain ({plan.name})")
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.wait_ready()
+
+    run = run_drive(bs.topology, plan, n, 0, f"{bs.prefix}{tag}", bs.opts.timeout_s, report, None,
+                    bs.opts.image_size, hold=restart)
+    span_s = max(run["last_result_ms"] - run["first_result_ms"], 1) / 1000
+    return {"sent": run["sent"], "results": run["results"], "dlq": run["dlq"],
+            "missing": run["sent"] - run["results"] - run["dlq"], "seconds": round(span_s, 3),
+            "events_per_s": (run["results"] - 1) / span_s if run["results"] > 1 else 0.0}
