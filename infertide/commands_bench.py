@@ -70,7 +70,8 @@ def bench(
     events: Annotated[int, typer.Option("--events", "-n", min=1, help="Events per route through the pipeline.")] = 20_000,
     rate: Annotated[float, typer.Option("--rate", "-r", min=0, help="Produce rate, events/s; 0 = as fast as possible.")] = 0.0,
     model: Annotated[str, typer.Option("--model", "-m", help="Built-in topology: sentiment (tiny BERT) or echo (null model).")] = "sentiment",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Built-in topology: micro-batch = Serve max_batch_size = bare batch.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Built-in topology: the model's batch: Serve max_batch_size = bare batch.")] = 256,
+    microbatch: Annotated[int | None, typer.Option("--microbatch", min=1, help="Built-in topology: events per Serve call (the route's batch_size); default 4 x --batch-size, split by the replica into model batches.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False, help="Benchmark this topology (every route) instead of the built-in one.")] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="With --config: use tiny random-weight models of the same tasks (said in the report).")] = False,
     route: Annotated[str | None, typer.Option("--route", help="Only this route of the topology.")] = None,
@@ -121,7 +122,8 @@ def bench(
         err_console.print("[red]error:[/red] --tiny swaps the models of a --config topology; the built-in "
                           "topology is tiny already. Fix: add --config FILE, or drop --tiny.")
         raise typer.Exit(2)
-    opts = BenchOptions(events=events, rate=rate, model=model, batch_size=batch_size, naive_events=naive_events,
+    opts = BenchOptions(events=events, rate=rate, model=model, batch_size=batch_size, microbatch=microbatch,
+                        naive_events=naive_events,
                         bootstrap=bootstrap, timeout_s=timeout_s, workdir=workdir, workers=workers,
                         partitions=partitions, config=config, tiny=tiny, route=route, sweep=sweep,
                         sweep_fractions=_fractions(sweep_percent), step_s=step_s, chart=chart)

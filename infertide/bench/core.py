@@ -49,10 +49,12 @@ def _baselines(bs: BenchStack, plan: RoutePlan, sent: int, report: Reporter | No
     out: dict[str, Any] = {}
     phase(report, f"bare model ({plan.name})")
     models = {m: bl.load_model(bs.topology, m) for m in plan.models}
-    items = ev.bare_items(plan.kind, plan.batch_size, bs.opts.image_size)
-    per = {m: bl.bare_model(model, items) for m, model in models.items()}
+    # The batch each model really runs at: the micro-batch, split by the replica at its max_batch_size.
+    sizes = {m: min(plan.batch_size, bs.topology.models[m].batching.max_batch_size) for m in plan.models}
+    per = {m: bl.bare_model(model, ev.bare_items(plan.kind, sizes[m], bs.opts.image_size))
+           for m, model in models.items()}
     combined = 1 / sum(1 / p["items_per_s"] for p in per.values()) if all(p["items_per_s"] for p in per.values()) else 0
-    out["bare_model"] = {"items_per_s": combined, "batch_size": plan.batch_size, "models": per,
+    out["bare_model"] = {"items_per_s": combined, "batch_size": max(sizes.values()), "models": per,
                          "threads": next(iter(per.values())).get("threads"),
                          "batches": min(p["batches"] for p in per.values())}
 

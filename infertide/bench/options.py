@@ -39,6 +39,10 @@ class BenchOptions:
         sweep_fractions: offered rates of the sweep, as fractions of the saturation throughput.
         step_s: a sweep step offers events for about this long (bounded by ``events``).
         image_size: width and height of the JPEGs image and video events carry.
+        microbatch: built-in topology: the route's micro-batch (events per Serve call; default 4 x
+            ``batch_size``). The replica splits a call into model batches of ``batch_size``: the model
+            runs at the same batch as the bare baseline, with a quarter of the handle calls (each costs
+            the worker about 2 ms of CPU: docs/performance.md).
         chart: where the sweep writes its chart (.png or .svg; default: ``<workdir>/sweep.png``).
     """
 
@@ -46,6 +50,7 @@ class BenchOptions:
     rate: float = 0.0
     model: str = "sentiment"
     batch_size: int = 256
+    microbatch: int | None = None
     naive_events: int = 2_000
     bootstrap: str | None = None
     timeout_s: float = 300.0
@@ -63,6 +68,10 @@ class BenchOptions:
     step_s: float = 10.0
     image_size: tuple[int, int] = (64, 48)
     chart: Path | None = None
+
+    @property
+    def route_batch(self) -> int:
+        return self.microbatch or 4 * self.batch_size
 
     @property
     def topic_partitions(self) -> int:

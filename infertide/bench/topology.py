@@ -30,7 +30,8 @@ class MissingCheckpoints(BenchSetupError):
 
 
 def builtin_dict(opts: BenchOptions, models_dir: Path) -> dict[str, Any]:
-    """One text route with one model (tiny ``sentiment`` or the null ``echo``) at ``opts.batch_size``."""
+    """One text route with one model (tiny ``sentiment`` or the null ``echo``) batching ``opts.batch_size``
+    items, fed micro-batches of ``opts.route_batch`` events."""
     from infertide.tiny_models import build_tiny_sentiment
 
     batching = {"max_batch_size": opts.batch_size, "batch_wait_timeout_s": 0.01}
@@ -46,7 +47,7 @@ def builtin_dict(opts: BenchOptions, models_dir: Path) -> dict[str, Any]:
         "name": "infertide-bench",
         "models": {opts.model: model},
         "routes": [{"name": "text", "input": "text", "kind": "text", "models": [opts.model],
-                    "outputs": {opts.model: "sentiment"}, "batch_size": opts.batch_size,
+                    "outputs": {opts.model: "sentiment"}, "batch_size": opts.route_batch,
                     "batch_within_s": opts.batch_within_s, "max_in_flight": opts.max_in_flight}],
         "analytics": {"enabled": False},
         "recommendations": {"enabled": False},
