@@ -421,3 +421,4 @@ from infertide import commands_run  # noqa: E402,F401
 from infertide import commands_up  # noqa: E402,F401
 from infertide import commands_bench  # noqa: E402,F401
 from infertide import commands_demo  # noqa: E402,F401
+from infertide import commands_models  # noqa: E402,F401
