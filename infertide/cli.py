@@ -74,7 +74,9 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 # ---------------------------------------------------------------- kafka
-RunDir = Annotated[Path | None, typer.Option("--dir", help="Broker data/log/pid folder (default .cache/kafka-run).")]
+RunDir = Annotated[Path | None, typer.Option("--dir", help=(
+    "Broker data/log/pid folder (default <cache>/kafka-run; <cache>: $INFERTIDE_CACHE, "
+    ".cache/ of a source checkout, else the user cache folder)."))]
 
 
 def _run_dir(path: Path | None) -> Path:

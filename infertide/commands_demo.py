@@ -115,7 +115,7 @@ def demo(
     """Start everything locally, send sample photos, a short clip and reviews, and summarise the results.
 
     Works offline: when the config's models are not available locally, tiny
-    models with random weights are built under .cache/models (and the output says so).
+    models with random weights are built under <cache>/models (and the output says so).
     Exits 0 when every route answered, 1 otherwise.
 
     Examples: infertide demo; infertide demo --keep; infertide demo --config my-local-models.yaml

@@ -50,7 +50,7 @@ class LocalStack:
         topology: the validated topology (its bootstrap/web port are adjusted as needed).
         workers: number of ``infertide worker`` processes (one consumer group).
         bootstrap: an existing Kafka to use; ``None`` starts a local broker.
-        workdir: logs, effective config and broker data (``.cache/stack-run`` by default).
+        workdir: logs, effective config and broker data (``<cache>/stack-run/run-*`` by default, see ``project_cache``).
         env: extra environment for Ray and the workers (e.g. the offline model env).
         num_cpus: CPUs Ray may schedule on.
         say: progress callback (one line per step).
