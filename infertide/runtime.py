@@ -19,7 +19,7 @@ from pathlib import Path
 from infertide.broker import free_port, terminate
 from schemas.topology import Topology
 
-__all__ = ["RayServe", "WorkerProcess", "local_env"]
+__all__ = ["RayServe", "WorkerProcess", "deploy_failure", "local_env", "route_ray_logs"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,24 @@ def route_ray_logs(log_file: Path, verbose: bool = False) -> None:
         logger.propagate = False
 
 
+def deploy_failure(app_name: str, err: BaseException) -> str:
+    """The line that says why a deploy failed: a replica's ``CheckpointError`` from Serve's status when
+    there is one (Serve itself only says "Failed to update the deployments [...]"), else ``err``."""
+    try:
+        from ray import serve
+
+        app = serve.status().applications.get(app_name)
+        messages = [d.message for d in (app.deployments.values() if app else []) if d.message]
+    except Exception:  # noqa: BLE001 - explaining must not hide the original error
+        messages = []
+    marker = "CheckpointError: "
+    for message in messages:
+        for line in message.splitlines():
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+    return f"{err}" + (f"; {messages[0].splitlines()[-1]}" if messages else "")
+
+
 @dataclass
 class RayServe:
     """A local Ray cluster started by this process (torn down with it) running the topology's Serve app.
@@ -96,7 +114,10 @@ class RayServe:
             self._link_session_logs()
         self.address = ray.get_runtime_context().gcs_address
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-        deploy(self.topology)
+        try:
+            deploy(self.topology)
+        except Exception as err:  # noqa: BLE001 - the replica's reason is in Serve's status, not here
+            raise RuntimeError(deploy_failure(self.topology.serve_app_name, err)) from err
         return self
 
     def _link_session_logs(self) -> None:
