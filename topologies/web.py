@@ -10,7 +10,7 @@ from topologies.metrics import render
 if TYPE_CHECKING:
     from topologies.app import InfertideApp
 
-__all__ = ["DASHBOARD_HTML", "register_views", "summary"]
+__all__ = ["DASHBOARD_HTML", "latest_per_user", "register_views", "summary"]
 
 DASHBOARD_HTML = Path(__file__).resolve().parent / "static" / "dashboard.html"
 
@@ -22,7 +22,16 @@ def summary(it: InfertideApp) -> dict[str, Any]:
                                "stalled": it.stalled()},
             "windows": {"current": it.aggregator.current_windows()[:200],
                         "closed": list(it.aggregator.recent_windows)[-40:]},
-            "recommendations": list(it.aggregator.recent_recs)[-10:]}
+            "recommendations": latest_per_user(it.aggregator.recent_recs)}
+
+
+def latest_per_user(recs: Any, n: int = 10) -> list[dict[str, Any]]:
+    """The newest recommendation of each user, newest users last, at most ``n`` (one row per user)."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for rec in recs:
+        latest.pop(rec.get("user_id"), None)  # re-insert: order follows each user's newest
+        latest[rec.get("user_id")] = rec
+    return list(latest.values())[-n:]
 
 
 def register_views(it: InfertideApp) -> None:
