@@ -79,3 +79,25 @@ def test_dashboard_lists_one_row_per_user() -> None:
     recs = [{"user_id": u, "n": i} for i, u in enumerate(["a", "b", "a", "c", "b", "a"])]
     assert [(r["user_id"], r["n"]) for r in latest_per_user(recs)] == [("c", 3), ("b", 4), ("a", 5)]
     assert [r["user_id"] for r in latest_per_user(recs, n=2)] == ["b", "a"]
+
+
+def test_totals_add_up_every_workers_summaries() -> None:
+    from topologies.totals import SystemTotals
+    from topologies.web import with_system_totals
+
+    totals = SystemTotals("s", {})
+    for worker_in, latency in ((60, [120.0] * 60), (40, [480.0] * 40)):  # two workers' batch summaries
+        d = Deltas()
+        d.add("events", "text", "in", worker_in)
+        d.add("events", "text", "out", worker_in)
+        for ms in latency:
+            d.latency("text", ms)
+        totals.add({"route": "text", "metrics": d.as_dict()})
+    snap = totals.snapshot()["text"]
+    assert (snap["in"], snap["out"], snap["dlq"]) == (100, 100, 0)
+    assert snap["latency_ms"]["samples"] == 100 and snap["latency_ms"]["p50"] < 150 < snap["latency_ms"]["p90"]
+    mine = {"text": {"in": 60, "out": 60, "dlq": 0, "series": [[1, 2, 3, 4]], "latency_ms": {"p50": 1.0}}}
+    view = with_system_totals(mine, totals.snapshot())
+    assert view["text"]["in"] == 100 and view["text"]["worker"]["in"] == 60 and view["text"]["series"]
+    only_other = with_system_totals({}, totals.snapshot())["text"]  # routes this worker never saw
+    assert only_other["in"] == 100 and only_other["series"] == [] and only_other["worker"]["in"] == 0
