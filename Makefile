@@ -12,7 +12,7 @@ export YOLO_OFFLINE ?= 1
 export YOLO_AUTOINSTALL ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: install system-deps jars test test-unit test-fast demo bench bench-workers schemas clean
+.PHONY: install system-deps jars test test-unit test-fast demo bench bench-workers bench-gpu schemas clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -57,7 +57,11 @@ bench: install
 	$(BIN)/infertide bench
 
 bench-workers: install
-	$(BIN)/python -m infertide.bench_workers
+	$(BIN)/python -m infertide.bench.workers
+
+# On a GPU machine: real-size models (random weights), end to end and per model; the report goes to docs/gpu-bench.md.
+bench-gpu: install
+	$(BIN)/python -m infertide.bench.gpu --out docs/gpu-bench.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis artifacts

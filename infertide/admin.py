@@ -13,6 +13,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from schemas.tasks import TOPIC_SCHEMAS
 from schemas.topology import KafkaConfig, Topology
 from topologies.kafka_clients import aiokafka_kwargs
 
@@ -25,20 +26,6 @@ __all__ = [
     "max_message_bytes",
     "schema_for_topic",
 ]
-
-# Topic alias (a field of TopicsConfig) -> the value schema it carries (DESIGN.md, "Topics").
-TOPIC_SCHEMAS: dict[str, str] = {
-    "text": "text.v1",
-    "image": "image.v1",
-    "video": "video_frame.v1",
-    "sentiment": "sentiment.v1",
-    "detections": "detections.v1",
-    "tags": "tags.v1",
-    "recommendations": "recommendation.v1",
-    "analytics": "analytics.v1",
-    "dlq": "dead_letter.v1",
-}
-
 
 def schema_for_topic(topology: Topology, topic: str) -> str | None:
     """The schema name of a topic (by full name or alias), or ``None`` if the config does not name it."""

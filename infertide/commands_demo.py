@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from infertide.cli import Bootstrap, app, console, err_console
-from schemas.topology import Topology, load_topology, parse_topology
+from schemas.tasks import TASKS
+from schemas.topology import TOPIC_ALIASES, Topology, load_topology, parse_topology
 
 __all__ = ["demo", "demo_topology"]
 
@@ -38,8 +39,7 @@ def demo_topology(config: Path | None, cache: Path) -> tuple[Topology, dict[str,
     d["name"] = "infertide-demo"
     d["kafka"] = {"bootstrap_servers": "127.0.0.1:9092", "consumer_group": f"demo-{int(time.time())}",
                   "session_timeout_s": 6, "heartbeat_interval_s": 2, "commit_interval_s": 0.5}
-    aliases = ("text", "image", "video", "sentiment", "detections", "tags", "recommendations", "analytics", "dlq")
-    d["topics"] = {a: f"demo.{a}" for a in aliases} | {"partitions": 2}
+    d["topics"] = {a: f"demo.{a}" for a in TOPIC_ALIASES} | {"partitions": 2}
     d["routes"].append({"name": "video", "input": "video", "kind": "video", "models": ["detection"],
                         "batch_size": 8, "batch_within_s": 0.05, "max_in_flight": 2,
                         "sampling": {"every_n": 2, "max_lag_ms": None}})

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from infertide.admin import aiokafka_kwargs, max_message_bytes
 from schemas.codec import Limits, decode, encode
 from schemas.events import ImageEvent, ImageRef, TextEvent, VideoFrameEvent
+from schemas.tasks import event_schema
 from schemas.topology import Topology
 
 __all__ = [
@@ -76,10 +77,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _schema_of(event: BaseModel) -> str:
-    return {TextEvent: "text.v1", ImageEvent: "image.v1", VideoFrameEvent: "video_frame.v1"}[type(event)]
-
-
 def _key_of(event: BaseModel) -> bytes:
     key = getattr(event, "stream_id", None) or getattr(event, "item_id", None) or event.event_id
     return key.encode()
@@ -112,7 +109,7 @@ async def aproduce_events(topology: Topology, topic: str, events: Iterable[BaseM
         pending: list[asyncio.Future] = []
         for event in events:
             value = encode(event)
-            decode(value, _schema_of(event), limits)  # the same check a worker makes
+            decode(value, event_schema(event), limits)  # the same check a worker makes
             pending.append(await producer.send(topic, value, key=_key_of(event)))
             nbytes += len(value)
             if len(pending) >= _CHUNK:

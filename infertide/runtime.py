@@ -37,6 +37,9 @@ def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray starts workers at nice 15 so they never starve a driver; here the Serve replicas ARE the
+    # models, and at nice 15 on a busy machine they get a few percent of a core (calls took 100 ms).
+    env.setdefault("RAY_worker_niceness", "0")
     env.update(extra or {})
     return env
 

@@ -8,8 +8,10 @@ are cached: a second call with the same directory returns at once.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import yaml
 from schemas.topology import Topology, parse_topology
 
 __all__ = [
+    "build_tiny_classifier",
     "build_tiny_clip",
     "build_tiny_sentiment",
     "offline_env",
@@ -39,6 +42,7 @@ _CORPUS = [
 ]
 
 _TAG_LABELS = ["person", "animal", "cat", "dog", "vehicle", "food", "building", "landscape"]
+_CLASS_LABELS = ["tabby cat", "golden retriever", "sports car", "pizza", "lighthouse", "alp"]
 
 
 def offline_env(root: str | Path) -> dict[str, str]:
@@ -87,29 +91,33 @@ def offline_env(root: str | Path) -> dict[str, str]:
     }
 
 
-def _done(path: Path) -> bool:
-    return (path / ".infertide-tiny-ok").exists()
+def _cached(build: Callable[[Path], None]) -> Callable[[str | Path], Path]:
+    """A builder that saves into ``directory`` once: a finished build there is reused as is."""
+
+    @functools.wraps(build)
+    def cached(directory: str | Path) -> Path:
+        path = Path(directory)
+        done = path / ".infertide-tiny-ok"
+        if not done.exists():
+            path.mkdir(parents=True, exist_ok=True)
+            build(path)
+            done.write_text("ok\n")
+        return path
+
+    return cached
 
 
-def _mark(path: Path) -> Path:
-    (path / ".infertide-tiny-ok").write_text("ok\n")
-    return path
-
-
-def build_tiny_sentiment(directory: str | Path) -> Path:
+@_cached
+def build_tiny_sentiment(path: Path) -> None:
     """A tiny BERT sequence classifier (NEGATIVE/POSITIVE) + WordPiece tokenizer, saved to ``directory``.
 
     Args:
         directory: where to save; reused if it already holds a finished build.
     """
-    path = Path(directory)
-    if _done(path):
-        return path
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    path.mkdir(parents=True, exist_ok=True)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -130,23 +138,19 @@ def build_tiny_sentiment(directory: str | Path) -> Path:
     )
     BertForSequenceClassification(cfg).save_pretrained(path)
     hf_tok.save_pretrained(path)
-    return _mark(path)
 
 
-def build_tiny_clip(directory: str | Path) -> Path:
+@_cached
+def build_tiny_clip(path: Path) -> None:
     """A tiny CLIPModel (32x32 images) + CLIPProcessor with a small BPE tokenizer, saved to ``directory``.
 
     Args:
         directory: where to save; reused if it already holds a finished build.
     """
-    path = Path(directory)
-    if _done(path):
-        return path
     import torch
     from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
                               CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig)
 
-    path.mkdir(parents=True, exist_ok=True)
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for t in letters + [c + "</w>" for c in letters]:
@@ -176,7 +180,24 @@ def build_tiny_clip(directory: str | Path) -> Path:
     )
     CLIPModel(cfg).save_pretrained(path)
     processor.save_pretrained(path)
-    return _mark(path)
+
+
+@_cached
+def build_tiny_classifier(path: Path) -> None:
+    """A tiny ViT image classifier (32x32 images, six classes) + its image processor, saved to ``directory``.
+
+    Args:
+        directory: where to save; reused if it already holds a finished build.
+    """
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, id2label=dict(enumerate(_CLASS_LABELS)),
+                    label2id={v: i for i, v in enumerate(_CLASS_LABELS)})
+    ViTForImageClassification(cfg).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
 
 
 def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
@@ -194,6 +215,7 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
     models_dir = Path(models_dir)
     sent = build_tiny_sentiment(models_dir / "tiny-sentiment")
     clip = build_tiny_clip(models_dir / "tiny-clip")
+    vit = build_tiny_classifier(models_dir / "tiny-vit")
     batching = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s}
     common = {"device": "auto", "batching": batching, "num_cpus": num_cpus,
               "max_ongoing_requests": 64}
@@ -205,6 +227,7 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
                       "options": {"conf": 1e-5, "iou": 0.45, "imgsz": 128, "max_det": 3}, **common},
         "tagging": {"task": "tagging", "model": str(clip),
                     "options": {"labels": _TAG_LABELS, "top_k": 3, "threshold": 0.0}, **common},
+        "classification": {"task": "classification", "model": str(vit), "options": {"top_k": 3}, **common},
     }
     if echo:
         models["echo"] = {"task": "echo", **common}
@@ -213,7 +236,7 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
         "models": models,
         "routes": [
             {"name": "text", "input": "text", "kind": "text", "models": ["sentiment"], "batch_size": max_batch_size},
-            {"name": "image", "input": "image", "kind": "image", "models": ["detection", "tagging"],
+            {"name": "image", "input": "image", "kind": "image", "models": ["detection", "tagging", "classification"],
              "batch_size": min(16, max_batch_size)},
         ],
         "serve_app_name": "infertide",
@@ -252,4 +275,5 @@ if __name__ == "__main__":  # python -m infertide.tiny_models DIR
 
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "artifacts/tiny-models")
     os.environ.update(offline_env(target / "env"))
-    print(build_tiny_sentiment(target / "tiny-sentiment"), build_tiny_clip(target / "tiny-clip"))
+    print(build_tiny_sentiment(target / "tiny-sentiment"), build_tiny_clip(target / "tiny-clip"),
+          build_tiny_classifier(target / "tiny-vit"))

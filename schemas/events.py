@@ -17,6 +17,8 @@ __all__ = [
     "AnalyticsRecord",
     "BaseEvent",
     "Box",
+    "ClassLabel",
+    "ClassificationResult",
     "DeadLetter",
     "DetectionsResult",
     "ImageEvent",
@@ -157,6 +159,19 @@ class TagsResult(ResultBase):
     tags: list[Tag]
 
 
+class ClassLabel(_Wire):
+    label: str
+    class_id: Annotated[int, Field(ge=0)]
+    score: Score
+
+
+class ClassificationResult(ResultBase):
+    """``classification.v1``: an image classifier's top classes, best first."""
+
+    labels: list[ClassLabel]
+    top_k: Annotated[int, Field(ge=1, description="how many classes were asked for (labels may hold fewer)")]
+
+
 class RecommendedItem(_Wire):
     item_id: Id
     score: float
@@ -211,6 +226,7 @@ SCHEMAS: dict[str, type[_Wire]] = {
     "sentiment.v1": SentimentResult,
     "detections.v1": DetectionsResult,
     "tags.v1": TagsResult,
+    "classification.v1": ClassificationResult,
     "recommendation.v1": Recommendation,
     "analytics.v1": AnalyticsRecord,
     "dead_letter.v1": DeadLetter,

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.tasks import EVENT_KINDS, TASKS
+
 __all__ = [
     "AnalyticsConfig",
     "AutoscalingConfig",
@@ -31,13 +33,15 @@ __all__ = [
     "RecommendationsConfig",
     "RouteConfig",
     "SamplingConfig",
+    "TOPIC_ALIASES",
     "TopicsConfig",
     "Topology",
     "load_topology",
 ]
 
-ModelTask = Literal["sentiment", "detection", "tagging", "echo"]
-EventKind = Literal["text", "image", "video"]
+# Both read the registry (schemas/tasks.py); a new task or event kind is valid here once it is there.
+ModelTask = Literal[tuple(TASKS)]  # type: ignore[valid-type]
+EventKind = Literal[tuple(EVENT_KINDS)]  # type: ignore[valid-type]
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
 Device = Literal["auto", "cpu", "cuda"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -74,6 +78,9 @@ class KafkaConfig(_Strict):
     heartbeat_interval_s: PositiveFloat = 3.0
     commit_interval_s: PositiveFloat = 1.0
     producer_linger_s: Annotated[float, Field(ge=0)] = 0.005
+    # On a rebalance, how long in-flight batches may take to finish before they are abandoned
+    # (not committed; read again by the partition's next owner). The group waits this long at most.
+    revoke_drain_timeout_s: PositiveFloat = 30.0
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaConfig:
@@ -83,6 +90,11 @@ class KafkaConfig(_Strict):
                 "add e.g. `sasl_mechanism: SCRAM-SHA-512` under `kafka:`"
             )
         return self
+
+    @property
+    def routes_group(self) -> str:
+        """The consumer group of the route consumers (``<consumer_group>-routes``); scale and watch lag on it."""
+        return f"{self.consumer_group}-routes"
 
     def sasl_password(self) -> str | None:
         """The SASL password read from the environment variable the config names."""
@@ -120,6 +132,7 @@ class TopicsConfig(_Strict):
     sentiment: str = "inference.sentiment"
     detections: str = "inference.detections"
     tags: str = "inference.tags"
+    classes: str = "inference.classes"
     recommendations: str = "recommendations"
     analytics: str = "analytics"
     dlq: str = "events.dlq"
@@ -129,21 +142,15 @@ class TopicsConfig(_Strict):
 
     def names(self) -> list[str]:
         """Every topic the topology uses, inputs first."""
-        return [
-            self.text, self.image, self.video, self.sentiment, self.detections,
-            self.tags, self.recommendations, self.analytics, self.dlq,
-        ]
+        return [getattr(self, alias) for alias in TOPIC_ALIASES]
 
     def resolve(self, name_or_alias: str) -> str:
         """A topic name from either its alias (``text``) or its full name."""
-        aliases = self.model_dump(include=set(_TOPIC_ALIASES))
-        return aliases.get(name_or_alias, name_or_alias)
+        return getattr(self, name_or_alias) if name_or_alias in TOPIC_ALIASES else name_or_alias
 
 
-_TOPIC_ALIASES = (
-    "text", "image", "video", "sentiment", "detections", "tags",
-    "recommendations", "analytics", "dlq",
-)
+#: Every topic alias: the ``str`` fields of TopicsConfig, in order (inputs first).
+TOPIC_ALIASES: tuple[str, ...] = tuple(n for n, f in TopicsConfig.model_fields.items() if f.annotation is str)
 
 
 class BatchingConfig(_Strict):
@@ -195,7 +202,7 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _model_named(self) -> ModelConfig:
-        if self.task != "echo" and not self.model:
+        if TASKS[self.task].needs_model and not self.model:
             raise ValueError(
                 f"task {self.task!r} needs `model:` (a hub id, weight name or local path)"
             )
@@ -295,15 +302,20 @@ class Topology(_Strict):
                         f"route {route.name!r} names model {model!r}, which is not under `models:`"
                         f" (known: {sorted(self.models)}){hint}"
                     )
+            for model in route.models:
+                spec = TASKS[self.models[model].task]
+                if route.kind not in spec.accepts:
+                    raise ValueError(
+                        f"route {route.name!r} is kind {route.kind!r} but model {model!r} (task {spec.name!r})"
+                        f" takes only {sorted(spec.accepts)}; route it from a topic of that kind"
+                    )
         return self
 
     def output_topic(self, route: RouteConfig, model_name: str) -> str:
         """Where a route writes one model's results."""
         if model_name in route.outputs:
             return self.topics.resolve(route.outputs[model_name])
-        task = self.models[model_name].task
-        default = {"sentiment": "sentiment", "detection": "detections", "tagging": "tags"}
-        return self.topics.resolve(default.get(task, "sentiment"))
+        return self.topics.resolve(TASKS[self.models[model_name].task].output)
 
     def max_message_bytes(self) -> int:
         """Largest record the topics accept: the decode limit plus room for a DLQ's base64 copy and headers."""

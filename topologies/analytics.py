@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "percentile"]
@@ -18,27 +19,46 @@ __all__ = ["LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "percentile"]
 # added (a window written with fewer bounds still reads right), never removed.
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 15, 20, 25, 35, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 750,
                       1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10000, 20000, 30000, 60000)
+_BUCKET_FIELDS = (*(f"le_{b}" for b in LATENCY_BUCKETS_MS), "le_inf")
 
 
 class Deltas:
-    """Accumulates metric deltas for one micro-batch: ``{"metric|key": {field: amount}}``."""
+    """Accumulates metric deltas for one micro-batch: ``{"metric|key": {field: amount}}``.
+
+    Kept as flat ``(metric, key, field)`` sums while the batch is processed (no string building
+    per event) and shaped into the summary's nested form once, by :meth:`as_dict`.
+    """
 
     def __init__(self) -> None:
-        self.data: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.data: defaultdict[tuple[str, str, str], float] = defaultdict(float)
 
     def add(self, metric: str, key: str, fld: str, amount: float = 1.0) -> None:
-        self.data[f"{metric}|{key}"][fld] += amount
+        self.data[(metric, key, fld)] += amount
 
     def latency(self, route: str, ms: float) -> None:
-        i = bisect.bisect_left(LATENCY_BUCKETS_MS, ms)
-        bucket = str(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else "inf"
-        d = self.data[f"latency|{route}"]
-        d[f"le_{bucket}"] += 1
-        d["count"] += 1
-        d["sum_ms"] += ms
+        self.latencies(route, (ms,))
+
+    def latencies(self, route: str, values: Iterable[float]) -> None:
+        """Latency samples (ms) into the route's histogram: bucket counts, count and sum."""
+        buckets: defaultdict[str, float] = defaultdict(float)
+        count, total = 0, 0.0
+        for ms in values:
+            i = bisect.bisect_left(LATENCY_BUCKETS_MS, ms)
+            buckets[_BUCKET_FIELDS[i]] += 1
+            count += 1
+            total += ms
+        data = self.data
+        for fld, n in buckets.items():
+            data[("latency", route, fld)] += n
+        if count:
+            data[("latency", route, "count")] += count
+            data[("latency", route, "sum_ms")] += total
 
     def as_dict(self) -> dict[str, dict[str, float]]:
-        return {k: dict(v) for k, v in self.data.items() if v}
+        out: dict[str, dict[str, float]] = {}
+        for (metric, key, fld), amount in self.data.items():
+            out.setdefault(f"{metric}|{key}", {})[fld] = amount
+        return out
 
 
 def merge(into: dict[str, float] | None, delta: dict[str, float]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The Faust app built from the topology: one routing agent per route, the aggregator, web views.
+"""The Faust app built from the topology: the route consumer as a service, the aggregator, web views.
 
 ``create_app(topology)`` returns a configured ``faust.App``; ``run_worker``
 joins Ray, builds the app and runs a Faust worker in this process.
@@ -6,21 +6,21 @@ joins Ray, builds the app and runs a Faust worker in this process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
 import time
-from collections import deque
 from typing import Any
 
 import faust
+from mode import Service
 
-from schemas.topology import RouteConfig, Topology
+from schemas.topology import Topology
 from topologies.aggregator import Aggregator
 from topologies.live import LiveState
-from topologies.metrics import METRICS
-from topologies.pipeline import InferFn, RoutePipeline
-from topologies.records import InputRecord, OutRecord
+from topologies.pipeline import InferFn
+from topologies.route_consumer import RouteConsumer
 
 __all__ = ["InfertideApp", "create_app", "run_worker"]
 
@@ -86,87 +86,67 @@ class InfertideApp:
             web_in_thread=False,
         )
         self.aggregator = Aggregator(self.app, topology)
-        self.pipelines: dict[str, RoutePipeline] = {}
-        self.source_topics = {topology.input_topic(r) for r in topology.routes}
-        self.source_topics.add(self.aggregator.summary_topic.get_topic_name())
-        self.recent: dict[str, deque[dict[str, Any]]] = {}
         self.live = LiveState()
         self.started = time.time()
-        self.last_commit_progress = time.monotonic()
-        self._committed_seen: dict[Any, int] = {}
-        for route in topology.routes:
-            self._add_route(route)
-        self.app.timer(interval=2.0)(self._watch_lag)
+        self.fatal: BaseException | None = None
+        self.routes = RouteConsumer(topology, infer=infer, summary_topic=self.aggregator.summary_topic.get_topic_name(),
+                                    observe=self.live.observe, on_fatal=self._fatal)
+        self.app.service(_RouteService(self.routes))  # type: ignore[arg-type]  # an instance is accepted
         from topologies.web import register_views
 
         register_views(self)
 
-    async def _send(self, rec: OutRecord) -> Any:
-        return await self.app.producer.send(rec.topic, rec.key, rec.value, None, None, list(rec.headers) or None)
-
     def _fatal(self, err: BaseException) -> None:
-        # Stop the worker without committing what was not produced; the supervisor
-        # (infertide up / Kubernetes) restarts it and it resumes from the last commit.
-        log.critical("stopping worker: %r", err)
-        self.app._crash(err)  # noqa: SLF001 - Faust's own way to crash the worker
+        # Stop without committing what was not produced: /readyz and /healthz go 503 at once, and the
+        # process exits non-zero shortly after, so the supervisor (infertide up / Kubernetes) restarts
+        # it and it resumes from the last commit. Exiting hard is deliberate: a graceful stop would
+        # try to drain and commit, and Faust's own crash path can leave the process spinning.
+        if self.fatal is not None:
+            return
+        self.fatal = err
+        log.critical("stopping worker (exit %d in %.0fs): %r", FATAL_EXIT_CODE, FATAL_GRACE_S, err)
+        asyncio.get_running_loop().call_later(FATAL_GRACE_S, _exit_now)
 
-    def _add_route(self, route: RouteConfig) -> None:
-        topic = self.app.topic(self.topology.input_topic(route), key_serializer="raw", value_serializer="raw")
-        pipe = RoutePipeline(self.topology, route, infer=self.infer, send=self._send,
-                             summary_topic=self.aggregator.summary_topic.get_topic_name(), on_fatal=self._fatal,
-                            observe=self.live.observe)
-        self.pipelines[route.name] = pipe
-        self.recent[route.name] = deque(maxlen=20)
-
-        async def route_agent(stream: Any) -> None:
-            async for events in stream.noack_take(route.batch_size, within=route.batch_within_s):
-                records = [_input_record(e.message) for e in events]
-
-                async def ack(evs: list[Any] = events) -> None:
-                    for e in evs:
-                        await stream.ack(e)
-
-                await pipe.submit(records, ack)
-
-        route_agent.__name__ = f"route_{route.name}"
-        self.app.agent(topic, name=f"route-{route.name}")(route_agent)
-
-    async def _watch_lag(self) -> None:
-        """Consumer lag and commit progress per assigned partition, for /metrics and /healthz."""
-        consumer = self.app.consumer
-        committed_map = getattr(consumer, "_committed_offset", {})
-        for tp in consumer.assignment():
-            if tp.topic not in self.source_topics:
-                continue  # table changelogs are read only during recovery
-            high = consumer.highwater(tp)
-            committed = committed_map.get(tp)
-            if high is None:
-                continue
-            lag = high - (committed or 0)
-            METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
-            if committed is not None:
-                if self._committed_seen.get(tp) != committed:
-                    self._committed_seen[tp] = committed
-                    self.last_commit_progress = time.monotonic()
-                METRICS.committed.labels(tp.topic, str(tp.partition)).set(committed)
+    def ready(self) -> tuple[bool, int]:
+        """Whether this worker takes traffic (joined, not rebalancing, not failed), and its partitions."""
+        consumer = self.routes.consumer
+        assigned = len(consumer.assignment()) if consumer is not None else 0
+        ok = consumer is not None and self.fatal is None and not self.routes.rebalancing
+        return ok, assigned
 
     def stalled(self, after_s: float = 120.0) -> str | None:
-        """Why the worker looks stuck (a failed pipeline, or lag with no commit progress), or None."""
-        for name, pipe in self.pipelines.items():
-            if pipe.failed is not None:
-                return f"route {name} failed: {pipe.failed!r}"
-        lag = sum(s.value for m in METRICS.consumer_lag.collect() for s in m.samples)
-        if lag > 0 and time.monotonic() - self.last_commit_progress > after_s:
-            return f"lag {int(lag)} with no commit progress for {after_s:.0f}s"
+        """Why the worker looks stuck (a failed route, or lag with no commit progress), or None."""
+        if self.fatal is not None:
+            return f"fatal: {self.fatal!r}"
+        if self.routes.consumer is None:
+            return None
+        lag = self.routes.lag()
+        if lag > 0 and time.monotonic() - self.routes.last_commit_progress > after_s:
+            return f"lag {lag} with no commit progress for {after_s:.0f}s"
         return None
 
 
-def _input_record(message: Any) -> InputRecord:
-    headers = message.headers or {}
-    if not isinstance(headers, dict):
-        headers = {k: v for k, v in headers}
-    return InputRecord(topic=message.topic, partition=message.partition, offset=message.offset,
-                       key=message.key, value=message.value, headers=headers)
+FATAL_EXIT_CODE = 70  # EX_SOFTWARE
+FATAL_GRACE_S = 1.0
+
+
+def _exit_now() -> None:
+    logging.shutdown()
+    os._exit(FATAL_EXIT_CODE)
+
+
+class _RouteService(Service):
+    """Runs the route consumer inside the Faust worker's lifecycle (started after the app, stopped before)."""
+
+    def __init__(self, routes: RouteConsumer, **kwargs: Any) -> None:
+        self.routes = routes
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        await self.routes.start()
+
+    async def on_stop(self) -> None:
+        await self.routes.stop()
 
 
 def create_app(topology: Topology, **kwargs: Any) -> InfertideApp:

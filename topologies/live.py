@@ -12,6 +12,8 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from schemas.tasks import TASKS
+
 __all__ = ["LiveState"]
 
 _MAX_LABELS = 200
@@ -75,17 +77,20 @@ class LiveState:
         events_out = {id(ev) for _, ev, _ in results}
         r.add(n_in, len(events_out), n_dlq, now)
         seen: set[int] = set()
-        for task, ev, result in results:
+        keep_from = len(results) - (r.latest.maxlen or 0)  # only the newest few are kept: build only those
+        for i, (task, ev, result) in enumerate(results):
+            spec = TASKS[task]
             if id(ev) not in seen:
                 seen.add(id(ev))
                 r.latency_ms.append(max(0.0, now * 1000 - ev.ts))
-            r.latest.append({"task": task, "event_id": ev.event_id, "item_id": getattr(ev, "item_id", None),
-                             "user_id": getattr(ev, "user_id", None), "result": _brief(task, result)})
+            if i >= keep_from:
+                r.latest.append({"task": task, "event_id": ev.event_id, "item_id": getattr(ev, "item_id", None),
+                                 "user_id": getattr(ev, "user_id", None), "result": spec.brief(result)})
             counts = r.labels.setdefault(task, Counter())
-            for label in _labels(task, result):
+            for label in spec.labels(result):
                 if label in counts or len(counts) < _MAX_LABELS:
                     counts[label] += 1
-            if task == "detection":
+            if spec.shows_image:
                 self._keep_detection(route, ev, result)
 
     def _keep_detection(self, route: str, ev: Any, result: dict[str, Any]) -> None:
@@ -121,23 +126,3 @@ class LiveState:
             }
         return {"ts": time.time(), "routes": routes, "detections": list(self.detections)}
 
-
-def _brief(task: str, result: dict[str, Any]) -> dict[str, Any]:
-    if task == "sentiment":
-        return {"label": result.get("label"), "score": result.get("score")}
-    if task == "detection":
-        return {"boxes": len(result.get("boxes", [])),
-                "labels": sorted({b.get("label") for b in result.get("boxes", [])})[:5]}
-    if task == "tagging":
-        return {"tags": [t.get("label") for t in result.get("tags", [])][:5]}
-    return {}
-
-
-def _labels(task: str, result: dict[str, Any]) -> list[str]:
-    if task == "sentiment":
-        return [str(result.get("label"))]
-    if task == "detection":
-        return [str(b.get("label")) for b in result.get("boxes", [])]
-    if task == "tagging":
-        return [str(t.get("label")) for t in result.get("tags", [])]
-    return []

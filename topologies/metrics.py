@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["REGISTRY", "METRICS", "render"]
+__all__ = ["REGISTRY", "METRICS", "forget", "render"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -33,6 +33,8 @@ class _Metrics:
                                      ["route", "model"], registry=registry)
         self.consumer_lag = Gauge("infertide_consumer_lag", "Highwater minus committed offset",
                                   ["topic", "partition"], registry=registry)
+        self.assigned = Gauge("infertide_assigned_partitions", "1 for each input partition this worker holds",
+                              ["topic", "partition"], registry=registry)
         self.committed = Gauge("infertide_committed_offset", "Last committed offset",
                                ["topic", "partition"], registry=registry)
         self.recommendations = Counter("infertide_recommendations_total", "Recommendation records emitted",
@@ -42,6 +44,14 @@ class _Metrics:
 
 
 METRICS = _Metrics(REGISTRY)
+
+
+def forget(metric: Gauge, *labels: str) -> None:
+    """Drop one labelled series (a partition this worker no longer holds), if it exists."""
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass
 
 
 def render() -> bytes:

@@ -6,37 +6,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from schemas.tasks import TASKS
+
 __all__ = ["engagement_weight", "item_labels", "rank_items", "update_affinity"]
 
 
 def engagement_weight(task: str, result: dict[str, Any]) -> float:
-    """How much one engagement moves a user towards an item's labels.
-
-    A text about an item counts by its sentiment: +score when the label reads
-    positive, -score when negative, 0 otherwise. Posting or viewing an image counts +1.
-    """
-    if task != "sentiment":
-        return 1.0
-    label = str(result.get("label", "")).upper()
-    score = float(result.get("score", 0.0))
-    if label.startswith("POS") or label in {"LABEL_1", "1"}:
-        return score
-    if label.startswith("NEG") or label in {"LABEL_0", "0"}:
-        return -score
-    return 0.0
+    """How much one engagement moves a user towards an item's labels (the task's rule, see
+    ``schemas.tasks``): a text counts by its sentiment (+score positive, -score negative),
+    an image a user posted or viewed counts +1."""
+    return TASKS[task].engagement_weight(result)
 
 
 def item_labels(task: str, result: dict[str, Any]) -> dict[str, float]:
-    """An item's label weights from one model's result: ``tag:<label>`` and ``class:<name>``."""
-    if task == "tagging":
-        return {f"tag:{t['label']}": float(t["score"]) for t in result.get("tags", [])}
-    if task == "detection":
-        out: dict[str, float] = {}
-        for b in result.get("boxes", []):
-            k = f"class:{b['label']}"
-            out[k] = max(out.get(k, 0.0), float(b["score"]))
-        return out
-    return {}
+    """An item's label weights from one model's result (``tag:<label>``, ``class:<name>``; see ``schemas.tasks``)."""
+    return TASKS[task].item_labels(result)
 
 
 def update_affinity(affinity: dict[str, float], labels: dict[str, float], weight: float,

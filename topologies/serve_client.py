@@ -9,15 +9,19 @@ SIGTERM handler, which we restore so the worker still shuts down cleanly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
-from schemas.topology import Topology
+from schemas.topology import RouteConfig, Topology
+from topologies.batch import InferenceFailed
+from topologies.metrics import METRICS
 
-__all__ = ["ServeInfer", "connect_ray"]
+__all__ = ["ServeInfer", "call_with_retries", "connect_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +80,33 @@ class ServeInfer:
 
     async def __call__(self, model: str, items: list[Any]) -> list[dict[str, Any]]:
         return await self.handle(model).infer.remote(items)
+
+
+async def call_with_retries(infer: Any, model: str, items: list[Any], route: RouteConfig) -> tuple[list[Any], float]:
+    """One model call with a timeout, retried with exponential backoff (timeouts, replica restarts).
+
+    Returns:
+        the replies (one per item, in order) and the successful call's duration in ms.
+
+    Raises:
+        InferenceFailed: after ``route.max_attempts`` failed attempts; it carries the last error.
+    """
+    last: BaseException | None = None
+    for attempt in range(1, route.max_attempts + 1):
+        try:
+            t0 = time.monotonic()
+            replies = await asyncio.wait_for(infer(model, items), route.call_timeout_s)
+            elapsed = time.monotonic() - t0
+            if len(replies) != len(items):
+                raise RuntimeError(f"{model} returned {len(replies)} replies for {len(items)} items")
+            METRICS.serve_call.labels(route.name, model).observe(elapsed)
+            return replies, elapsed * 1000
+        except Exception as err:  # transient or not, retried a bounded number of times
+            last = err
+            if attempt < route.max_attempts:
+                METRICS.serve_retries.labels(route.name, model).inc()
+                log.warning("route %s: %s call failed (attempt %d/%d): %r", route.name, model,
+                            attempt, route.max_attempts, err)
+                await asyncio.sleep(route.retry_backoff_s * 2 ** (attempt - 1))
+    assert last is not None
+    raise InferenceFailed(model, route.max_attempts, last)

@@ -78,8 +78,8 @@ def register_views(it: InfertideApp) -> None:
 
     @app.page("/readyz")
     async def readyz(self: Any, request: Any) -> Any:
-        assigned = len(app.consumer.assignment()) if app.consumer else 0
-        ready = bool(app.consumer) and not app.rebalancing
+        ready, assigned = it.ready()
+        ready = ready and not app.rebalancing
         return self.json({"ready": ready, "assigned_partitions": assigned}, status=200 if ready else 503)
 
     @app.page("/api/analytics")

@@ -4,7 +4,7 @@ A model class knows nothing about Ray. ``BatchedModel.run_batch(items)`` is the
 one entry point both the Serve deployment and the in-process benchmark call: it
 decodes each item on its own (a bad item becomes that item's error and the rest
 of the batch still runs), predicts once on the decoded batch, and wraps each
-output in the result envelope of the handle contract::
+output in the reply of the handle contract (``schemas.reply.Reply``)::
 
     {"ok": True, "result": {...}, "model": {"name": ..., "version": ...}, "inference_ms": 1.2}
     {"ok": False, "error_class": "ImageTooLarge", "error": "..."}
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from schemas.reply import ModelRef, Reply
 from schemas.topology import ModelConfig
 
 __all__ = [
@@ -42,11 +43,11 @@ class ModelIdentity:
     name: str
     version: str
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> ModelRef:
         return {"name": self.name, "version": self.version}
 
 
-def error_envelope(exc: BaseException) -> dict[str, Any]:
+def error_envelope(exc: BaseException) -> Reply:
     """The per-item failure shape of the handle contract."""
     return {"ok": False, "error_class": type(exc).__name__, "error": str(exc) or repr(exc)}
 
@@ -80,7 +81,7 @@ def hf_version(model: Any, source: str, revision: str | None) -> str:
 
 
 class BatchedModel:
-    """Base class: subclasses set ``task`` and implement the four hooks.
+    """Base class: subclasses set ``task`` and implement the hooks (``load`` and ``predict`` at least).
 
     Args:
         cfg: the model's entry from the topology (``options`` holds task knobs).
@@ -129,19 +130,23 @@ class BatchedModel:
         """Wire items used to warm the model up at load."""
         return ["warm up"]
 
+    def apply_options(self, options: dict[str, Any]) -> None:
+        """Apply the task's ``options`` (thresholds, labels, limits) to the loaded weights; ``load`` calls it
+        too. Default: nothing to apply."""
+
     def set_options(self, options: dict[str, Any]) -> None:
-        """Apply changed ``options`` without reloading weights; default: full reload."""
+        """Apply changed ``options`` without reloading weights (``options_key`` says what needs a reload)."""
         self.cfg = self.cfg.model_copy(update={"options": dict(options)})
-        self.load(self.cfg)
+        self.apply_options(options)
 
     # -- driver ------------------------------------------------------------------------
     def warmup(self) -> None:
         """One tiny batch so the first real request does not pay for lazy init."""
         self.run_batch(self.warmup_items())
 
-    def run_batch(self, items: list[Any]) -> list[dict[str, Any]]:
+    def run_batch(self, items: list[Any]) -> list[Reply]:
         """Decode, predict and encode a batch; per-item errors stay per item, in order."""
-        out: list[dict[str, Any] | None] = [None] * len(items)
+        out: list[Reply | None] = [None] * len(items)
         good_idx: list[int] = []
         inputs: list[Any] = []
         for i, item in enumerate(items):

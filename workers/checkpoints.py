@@ -17,8 +17,9 @@ import socket
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal
 
+from schemas.tasks import TASKS
 from schemas.topology import ModelConfig
 
 __all__ = ["Checkpoint", "CheckpointError", "Located", "load_error", "locate", "pull"]
@@ -26,6 +27,14 @@ __all__ = ["Checkpoint", "CheckpointError", "Located", "load_error", "locate", "
 Kind = Literal["none", "path", "architecture", "ultralytics", "hub"]
 _ULTRALYTICS_SUFFIXES = (".pt", ".yaml", ".yml")
 _HUB_WEIGHTS = ("*.json", "*.txt", "*.model", "*.safetensors")
+#: Tasks served by ultralytics weights; every other task with a model loads a transformers folder.
+_ULTRALYTICS_TASKS = {"detection"}
+#: What a transformers checkpoint's config.json must show for a task: (test(config, architectures), what it is).
+_HF_SHAPES: dict[str, tuple[Callable[[dict[str, Any], str], bool], str]] = {
+    "sentiment": (lambda cfg, archs: "ForSequenceClassification" in archs, "a sequence classifier"),
+    "tagging": (lambda cfg, archs: "text_config" in cfg and "vision_config" in cfg, "a CLIP-style image-text model"),
+    "classification": (lambda cfg, archs: "ForImageClassification" in archs, "an image classifier"),
+}
 _FIX_OFFLINE = ("fix: run `infertide models pull` where the network is reachable (same cache folders), "
                 "point `models.{name}.model` at a local checkpoint, or run `infertide up --tiny`")
 
@@ -49,7 +58,8 @@ class Checkpoint:
 
     @property
     def kind(self) -> Kind:
-        if self.task == "echo" or not self.source:
+        spec = TASKS.get(self.task)
+        if (spec is not None and not spec.needs_model) or not self.source:
             return "none"
         if Path(self.source).expanduser().exists():
             return "path"
@@ -101,7 +111,7 @@ def _size(path: Path) -> int:
 def _wrong_task(cp: Checkpoint, path: Path) -> str | None:
     """Why a local checkpoint cannot serve the task (``None`` when it can, as far as its config says)."""
     is_ultralytics = path.is_file() and path.suffix in _ULTRALYTICS_SUFFIXES
-    if cp.task == "detection":
+    if cp.task in _ULTRALYTICS_TASKS:
         return None if is_ultralytics else "is not an ultralytics weight file (.pt) or architecture (.yaml)"
     if is_ultralytics:
         return f"is an ultralytics file, but task {cp.task} needs a transformers checkpoint folder"
@@ -110,10 +120,9 @@ def _wrong_task(cp: Checkpoint, path: Path) -> str | None:
         return "has no config.json (not a transformers checkpoint folder)"
     cfg = json.loads(cfg_file.read_text())
     archs = " ".join(cfg.get("architectures") or [])
-    if cp.task == "sentiment" and "ForSequenceClassification" not in archs:
-        return f"is a {archs or cfg.get('model_type', '?')} model, not a sequence classifier (task sentiment)"
-    if cp.task == "tagging" and not ("text_config" in cfg and "vision_config" in cfg):
-        return f"is a {archs or cfg.get('model_type', '?')} model, not a CLIP-style image-text model (task tagging)"
+    test, what = _HF_SHAPES.get(cp.task, (lambda c, a: True, ""))
+    if not test(cfg, archs):
+        return f"is a {archs or cfg.get('model_type', '?')} model, not {what} (task {cp.task})"
     return None
 
 
@@ -160,8 +169,8 @@ def locate(cp: Checkpoint, *, probe_network: bool = True) -> Located:
             return Located(cp, problem=_line(cp, f"does not exist (relative to {Path.cwd()})",
                                              f"fix: set `models.{cp.name}.model` to an existing path"))
         return _locate_local(cp, path.resolve())
-    if (kind == "ultralytics") != (cp.task == "detection"):
-        want = "an ultralytics weight name (.pt)" if cp.task == "detection" else "a transformers checkpoint"
+    if (kind == "ultralytics") != (cp.task in _ULTRALYTICS_TASKS):
+        want = "an ultralytics weight name (.pt)" if cp.task in _ULTRALYTICS_TASKS else "a transformers checkpoint"
         return Located(cp, problem=_line(cp, f"is the wrong kind of checkpoint for task {cp.task}",
                                          f"fix: set `models.{cp.name}.model` to {want}"))
     if kind == "ultralytics":

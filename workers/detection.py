@@ -14,27 +14,17 @@ import torch
 from PIL import Image
 
 from schemas.topology import ModelConfig
-from workers.base import BatchedModel, ModelIdentity, file_version
+from workers.base import ModelIdentity, file_version
 from workers.device import resolve_device, use_half
-from workers.images import ImageLimits, decode_image
+from workers.images import ImageLimits, ImageModel
 
 __all__ = ["DetectionModel"]
 
 
-def _blank_png_b64() -> str:
-    import base64
-    import io
-
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), (127, 127, 127)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-class DetectionModel(BatchedModel):
+class DetectionModel(ImageModel):
     """Boxes per image: ``{"boxes": [{"xyxy", "label", "class_id", "score"}], "image_size": [w, h]}``."""
 
     task = "detection"
-    input_kind = "image"
 
     def load(self, cfg: ModelConfig) -> None:
         from ultralytics import YOLO  # imported here: it reads YOLO_* env vars at import
@@ -52,24 +42,14 @@ class DetectionModel(BatchedModel):
         self.half = use_half(cfg, self.device)
         self.identity = ModelIdentity(cfg.model, version)
         self.cfg = cfg
-        self._apply(cfg.options)
+        self.apply_options(cfg.options)
 
-    def _apply(self, options: dict[str, Any]) -> None:
+    def apply_options(self, options: dict[str, Any]) -> None:
         self.conf = float(options.get("conf", 0.25))
         self.iou = float(options.get("iou", 0.45))
         self.imgsz = int(options.get("imgsz", 640))
         self.max_det = int(options.get("max_det", 300))
         self.limits = ImageLimits.from_options(options)
-
-    def set_options(self, options: dict[str, Any]) -> None:
-        self.cfg = self.cfg.model_copy(update={"options": dict(options)})
-        self._apply(options)
-
-    def warmup_items(self) -> list[Any]:
-        return [{"data": _blank_png_b64(), "uri": None}]
-
-    def decode(self, item: Any) -> Image.Image:
-        return decode_image(item, self.limits)
 
     def predict(self, inputs: list[Image.Image]) -> list[dict[str, Any]]:
         results = self.model.predict(

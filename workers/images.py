@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from workers.base import InputError
+from workers.base import BatchedModel, InputError
 
 # ultralytics replaces PIL.Image.open with a wrapper that tries to pip-check pi-heif on
 # every unidentified file; undecodable bytes are common input here, so keep Pillow's own.
@@ -30,9 +30,11 @@ if not getattr(_pil_open, "__module__", "PIL").startswith("PIL"):
 
 __all__ = [
     "ImageLimits",
+    "ImageModel",
     "ImageTooLarge",
     "UnsupportedUri",
     "UriNotAllowed",
+    "blank_image_item",
     "decode_image",
     "load_image_bytes",
 ]
@@ -153,3 +155,24 @@ def decode_image(item: Any, limits: ImageLimits) -> Image.Image:
         return img.convert("RGB")
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt data
         raise InputError(f"image bytes cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def blank_image_item(w: int = 64, h: int = 48) -> dict[str, Any]:
+    """A grey PNG as a wire item, for warming image models up at load."""
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (127, 127, 127)).save(buf, format="PNG")
+    return {"data": base64.b64encode(buf.getvalue()).decode(), "uri": None}
+
+
+class ImageModel(BatchedModel):
+    """Base of the image models: wire image items decoded under ``self.limits`` (set it in
+    ``apply_options``, e.g. ``ImageLimits.from_options(options)``), warm-up on a blank image."""
+
+    input_kind = "image"
+    limits: ImageLimits
+
+    def decode(self, item: Any) -> Image.Image:
+        return decode_image(item, self.limits)
+
+    def warmup_items(self) -> list[Any]:
+        return [blank_image_item()]

@@ -1,4 +1,8 @@
-"""Which model class serves which ``task``; imported lazily so echo needs no torch models."""
+"""Which model class serves which task; imported lazily so echo needs no torch models.
+
+The task names are the registry's (``schemas.tasks.TASKS``); everything else about a
+task lives there. A test checks the two tables name the same tasks.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,22 @@ import importlib
 
 from workers.base import BatchedModel
 
-__all__ = ["TASKS", "model_class"]
+__all__ = ["MODEL_CLASSES", "model_class"]
 
-TASKS: dict[str, str] = {
+MODEL_CLASSES: dict[str, str] = {
     "sentiment": "workers.sentiment:SentimentModel",
     "detection": "workers.detection:DetectionModel",
     "tagging": "workers.tagging:TaggingModel",
+    "classification": "workers.classification:ClassificationModel",
     "echo": "workers.echo:EchoModel",
 }
 
 
 def model_class(task: str) -> type[BatchedModel]:
-    """The model class for a task name (see ``schemas.topology.ModelTask``)."""
+    """The model class for a task name (see ``schemas.tasks.TASKS``)."""
     try:
-        module, name = TASKS[task].split(":")
+        module, name = MODEL_CLASSES[task].split(":")
     except KeyError:
-        raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}") from None
+        raise ValueError(f"unknown task {task!r}; known: {sorted(MODEL_CLASSES)}; "
+                         f"add it to workers/registry.py (see docs/extending.md)") from None
     return getattr(importlib.import_module(module), name)

@@ -39,11 +39,11 @@ class SentimentModel(BatchedModel):
             model.half()
         self.model = model
         self.id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
-        self._apply(cfg.options)
+        self.apply_options(cfg.options)
         self.identity = ModelIdentity(cfg.model, hf_version(model, cfg.model, cfg.revision))
         self.cfg = cfg
 
-    def _apply(self, options: dict[str, Any]) -> None:
+    def apply_options(self, options: dict[str, Any]) -> None:
         limits = [
             v for v in (
                 options.get("max_length"),
@@ -53,10 +53,6 @@ class SentimentModel(BatchedModel):
         ]
         self.max_length = min(limits) if limits else 512
         self.max_text_chars = int(options.get("max_text_chars", 10_000))
-
-    def set_options(self, options: dict[str, Any]) -> None:
-        self.cfg = self.cfg.model_copy(update={"options": dict(options)})
-        self._apply(options)
 
     def decode(self, item: Any) -> str:
         if not isinstance(item, str):

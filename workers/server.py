@@ -3,7 +3,7 @@
 ``ModelServer`` is a plain class (``workers.app`` wraps it with ``serve.deployment``),
 so it also runs in-process without Ray. Handle contract::
 
-    await handle.infer.remote(items: list) -> list[dict]   # same length and order
+    await handle.infer.remote(items: list) -> list[Reply]  # same length and order (schemas.reply)
     await handle.stats.remote() -> {"batches", "items", "mean", "max", "histogram", ...}
 
 A call carrying more items than ``max_batch_size`` is split into chunks before it
@@ -20,6 +20,7 @@ from typing import Any
 
 from ray import serve
 
+from schemas.reply import Reply
 from schemas.topology import ModelConfig
 from workers.base import BatchedModel, options_key
 from workers.registry import model_class
@@ -84,7 +85,7 @@ class ModelServer:
         self.cfg = cfg
 
     # -- calls -------------------------------------------------------------------------
-    async def infer(self, items: list[Any]) -> list[dict[str, Any]]:
+    async def infer(self, items: list[Any]) -> list[Reply]:
         """Results for ``items`` in order (see the module docstring for the shapes)."""
         if not isinstance(items, list):
             raise TypeError(f"infer takes a list of items, got {type(items).__name__}")
@@ -98,10 +99,10 @@ class ModelServer:
         chunks = await asyncio.gather(*(self._batcher(items[i:i + n]) for i in range(0, len(items), n)))
         return [r for chunk in chunks for r in chunk]
 
-    async def __call__(self, items: list[Any]) -> list[dict[str, Any]]:
+    async def __call__(self, items: list[Any]) -> list[Reply]:
         return await self.infer(items)
 
-    async def _run_batches(self, requests: list[list[Any]]) -> list[list[dict[str, Any]]]:
+    async def _run_batches(self, requests: list[list[Any]]) -> list[list[Reply]]:
         flat = [x for r in requests for x in r]
         self._record(len(flat))
         model = self.model

@@ -16,9 +16,9 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from schemas.topology import ModelConfig
-from workers.base import BatchedModel, InputError, ModelIdentity, hf_version
+from workers.base import InputError, ModelIdentity, hf_version
 from workers.device import resolve_device, use_half
-from workers.images import ImageLimits, decode_image
+from workers.images import ImageLimits, ImageModel
 
 __all__ = ["TaggingModel", "DEFAULT_LABELS"]
 
@@ -30,11 +30,10 @@ def _features(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class TaggingModel(BatchedModel):
+class TaggingModel(ImageModel):
     """``{"tags": [{"label": "cat", "score": 0.81}, ...]}``, best first."""
 
     task = "tagging"
-    input_kind = "image"
 
     def load(self, cfg: ModelConfig) -> None:
         self.device = resolve_device(cfg)
@@ -48,7 +47,7 @@ class TaggingModel(BatchedModel):
         self.identity = ModelIdentity(cfg.model, hf_version(model, cfg.model, cfg.revision))
         self.cfg = cfg
         self._labels_key: tuple | None = None
-        self._apply(cfg.options)
+        self.apply_options(cfg.options)
 
     @torch.inference_mode()
     def _embed_text(self, texts: list[str]) -> torch.Tensor:
@@ -56,7 +55,7 @@ class TaggingModel(BatchedModel):
         feats = _features(self.model.get_text_features(**enc)).float()
         return feats / feats.norm(dim=-1, keepdim=True)
 
-    def _apply(self, options: dict[str, Any]) -> None:
+    def apply_options(self, options: dict[str, Any]) -> None:
         labels = [str(x) for x in options.get("labels") or DEFAULT_LABELS]
         prompt = str(options.get("prompt", "a photo of {}"))
         self.top_k = max(1, int(options.get("top_k", 5)))
@@ -69,21 +68,12 @@ class TaggingModel(BatchedModel):
             self._labels_key = key
         self.scale = float(self.model.logit_scale.exp().item())
 
-    def set_options(self, options: dict[str, Any]) -> None:
-        self.cfg = self.cfg.model_copy(update={"options": dict(options)})
-        self._apply(options)
-
-    def warmup_items(self) -> list[Any]:
-        from workers.detection import _blank_png_b64
-
-        return [{"data": _blank_png_b64(), "uri": None}]
-
     def decode(self, item: Any) -> Image.Image | str:
         if isinstance(item, str):
             if not item:
                 raise InputError("empty text cannot be tagged")
             return item
-        return decode_image(item, self.limits)
+        return super().decode(item)
 
     @torch.inference_mode()
     def predict(self, inputs: list[Image.Image | str]) -> list[list[tuple[str, float]]]:

@@ -19,9 +19,8 @@ from infertide.admin import ensure_topics
 from infertide.broker import free_port
 from infertide.runtime import RayServe, WorkerProcess
 from infertide.tiny_models import tiny_topology_dict
-from schemas.topology import Topology, parse_topology
+from schemas.topology import TOPIC_ALIASES, Topology, parse_topology
 
-TOPIC_ALIASES = ("text", "image", "video", "sentiment", "detections", "tags", "recommendations", "analytics", "dlq")
 
 
 @dataclass
@@ -52,8 +51,10 @@ class Stack:
         ensure_topics(topology)
         return topology, path
 
-    def worker(self, topology: Topology, path: Path, name: str) -> WorkerProcess:
-        return WorkerProcess(path, self.ray_address, topology.web_port, self.workdir / f"{name}.log", env=self.env)
+    def worker(self, topology: Topology, path: Path, name: str, *, own_port: bool = False) -> WorkerProcess:
+        """An ``infertide worker`` of ``topology``; ``own_port`` gives it a web port of its own (several at once)."""
+        port = free_port() if own_port else topology.web_port
+        return WorkerProcess(path, self.ray_address, port, self.workdir / f"{name}.log", env=self.env)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from tests.e2e.conftest import Stack, read_topic
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 N_TEXT, N_IMAGE, N_FRAMES, N_STREAMS = 1000, 200, 300, 3
+IMAGE_MODELS = 3  # detection, tagging and classification on the image route
 WORDS_POS = ["great", "wonderful", "loved", "excellent"]
 WORDS_NEG = ["awful", "boring", "hated", "terrible"]
 
@@ -67,13 +68,15 @@ def run(stack: Stack) -> dict[str, Any]:
         raw.send(topology.topics.video, b"\x00\x01 binary garbage")
         raw.flush()
         kept_frames = N_FRAMES // 2  # sampling every_n=2
-        expected_dlq = len(BAD_TEXT) + 2 * len(corrupt) + 1  # corrupt images fail in both models
+        expected_dlq = len(BAD_TEXT) + IMAGE_MODELS * len(corrupt) + 1  # corrupt images fail in every model
         out = {
             "sentiment": read_topic(stack.bootstrap, topology.topics.sentiment, timeout=180,
                                     until=lambda r: len(r) >= N_TEXT),
             "detections": read_topic(stack.bootstrap, topology.topics.detections, timeout=180,
                                      until=lambda r: len(r) >= N_IMAGE + kept_frames),
             "tags": read_topic(stack.bootstrap, topology.topics.tags, timeout=120, until=lambda r: len(r) >= N_IMAGE),
+            "classes": read_topic(stack.bootstrap, topology.topics.classes, timeout=120,
+                                  until=lambda r: len(r) >= N_IMAGE),
             "dlq": read_topic(stack.bootstrap, topology.topics.dlq, timeout=60,
                               until=lambda r: len(r) >= expected_dlq),
         }
@@ -89,7 +92,7 @@ def run(stack: Stack) -> dict[str, Any]:
             return (total("events", "in") >= N_TEXT + len(BAD_TEXT) + N_IMAGE + len(corrupt) + N_FRAMES + 1
                     and total("detections") >= boxes and total("detections_stream") >= stream_boxes
                     and total("latency", "count") >= N_TEXT + N_IMAGE + N_FRAMES // 2
-                    and total("tags") > 0)
+                    and total("tags") > 0 and total("classes") >= N_IMAGE)
 
         out["analytics"] = read_topic(stack.bootstrap, topology.topics.analytics, timeout=60,
                                       until=analytics_complete)
@@ -112,6 +115,9 @@ def test_every_valid_event_is_routed_to_its_result_topics(run: dict[str, Any]) -
     inputs = run["inputs"]
     assert sorted(_ids(run["sentiment"])) == sorted(e.event_id for e in inputs["text"])
     assert sorted(_ids(run["tags"])) == sorted(e.event_id for e in inputs["image"])
+    assert sorted(_ids(run["classes"])) == sorted(e.event_id for e in inputs["image"])
+    for _, _, r in run["classes"]:
+        assert r["top_k"] == 3 and len(r["labels"]) == 3 and r["model"]["name"].endswith("tiny-vit")
     kept = {e.event_id for e in inputs["video"] if e.frame_index % 2 == 0}
     assert sorted(_ids(run["detections"])) == sorted([e.event_id for e in inputs["image"]] + list(kept))
     for _, _, r in run["sentiment"]:
@@ -129,7 +135,7 @@ def test_invalid_events_are_dead_lettered_with_their_reason(run: dict[str, Any])
     reasons = " | ".join(d["error"] for d in decode_errors)
     assert "not valid JSON" in reasons and "'text'" in reasons and "unknown field" in reasons
     infer_errors = [d for d in dlq if d["stage"] == "infer"]
-    assert sorted(d["event_id"] for d in infer_errors) == sorted(2 * [e.event_id for e in run["corrupt"]])
+    assert sorted(d["event_id"] for d in infer_errors) == sorted(IMAGE_MODELS * [e.event_id for e in run["corrupt"]])
     assert all(d["topic"].endswith(".image") and d["offset"] >= 0 and d["error"] for d in infer_errors)
 
 
@@ -170,6 +176,12 @@ def test_analytics_windows_add_up_to_the_inputs(run: dict[str, Any]) -> None:
         if w["metric"] == "detections" and w["key"] == "image":
             det.update({k: int(v) for k, v in w["values"].items()})
     assert det == boxes and sum(boxes.values()) > 0
+    top_classes = Counter(r["labels"][0]["label"] for _, _, r in run["classes"])
+    classes = Counter()
+    for w in windows:
+        if w["metric"] == "classes":
+            classes.update({k: int(v) for k, v in w["values"].items()})
+    assert classes == top_classes and sum(classes.values()) == N_IMAGE
     per_stream = Counter()
     for w in windows:
         if w["metric"] == "detections_stream":

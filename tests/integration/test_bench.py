@@ -1,11 +1,12 @@
-"""``infertide bench`` with tiny numbers (echo model): the table prints and the JSON has every section.
+"""``infertide bench`` with tiny numbers (echo model, 2 workers) and a short ``--sweep``: tables, JSON, chart.
 
-Speed is measured by the benchmark, not asserted here: only presence, positivity
-and consistent counts are checked.
+Speed is measured by the benchmark, not asserted here: only presence, positivity,
+consistent counts and the spread of partitions over the workers are checked.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,34 +19,64 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.
 EVENTS, NAIVE, BATCH = 300, 200, 32
 
 
-def test_bench_echo_small(kafka_bootstrap: str, tmp_path: Path) -> None:
+def _bench(kafka_bootstrap: str, tmp_path: Path, *args: str) -> tuple[str, dict]:
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "infertide", "bench", "--model", "echo", "--events", str(EVENTS),
-           "--naive-events", str(NAIVE), "--batch-size", str(BATCH), "--timeout", "90",
-           "--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path / "work"), "--json", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=220)
+    cmd = [sys.executable, "-m", "infertide", "bench", "--model", "echo", "--batch-size", str(BATCH),
+           "--timeout", "90", "--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path / "work"),
+           "--json", str(out), *args]
+    env = {**os.environ, "COLUMNS": "240"}  # rich wraps table cells at 80 columns without a terminal
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=220, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for row in ("pipeline", "bare model", "naive loop", "broker passthrough"):
-        assert row in proc.stdout
-    r = orjson.loads(out.read_bytes())
+    return proc.stdout, orjson.loads(out.read_bytes())
 
-    assert set(r) >= {"conditions", "pipeline", "bare_model", "naive_loop", "passthrough", "ratios"}
-    c, p = r["conditions"], r["pipeline"]
-    assert (c["events"], c["model"], c["batch_size"]) == (EVENTS, "echo", BATCH)
 
-    assert p["sent"] == EVENTS
-    assert p["results"] + p["dlq"] + p["missing"] == EVENTS
-    assert p["results"] == EVENTS and p["dlq"] == 0 and p["dlq_rate"] == 0
+def _complete(p: dict, events: int) -> None:
+    assert p["sent"] == events
+    assert p["results"] == events and p["dlq"] == 0 and p["missing"] == 0 and p["dlq_rate"] == 0
     assert p["events_per_s"] > 0 and p["seconds"] > 0
     lat = p["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-    mb, sb = p["microbatch"], p["serve_batch"]
+
+
+def test_bench_echo_two_workers(kafka_bootstrap: str, tmp_path: Path) -> None:
+    stdout, r = _bench(kafka_bootstrap, tmp_path, "--events", str(EVENTS), "--naive-events", str(NAIVE),
+                       "--workers", "2")
+    for row in ("pipeline", "bare model", "naive loop", "broker passthrough", "worker 0", "worker 1",
+                "micro-batch fill", "Serve batch fill (echo)"):
+        assert row in stdout
+    assert set(r) >= {"conditions", "routes", "pipeline", "bare_model", "naive_loop", "passthrough", "ratios"}
+    c, p = r["conditions"], r["pipeline"]
+    assert (c["events"], c["model"], c["batch_size"], c["workers"], c["partitions"]) == (EVENTS, "echo", BATCH, 2, 4)
+    _complete(p, EVENTS)
+
+    mb, sb = p["microbatch"], p["serve_batch"]["echo"]
     assert mb["events"] == EVENTS and mb["batches"] >= EVENTS / BATCH
     assert 0 < mb["fill"] <= 1 and 0 < mb["mean"] <= BATCH
     assert sb["items"] == EVENTS and sb["batches"] >= 1 and 0 < sb["fill"] <= 1 and sb["max"] <= BATCH
     assert p["worker_metrics"]["events_in"] == EVENTS and p["worker_metrics"]["results_out"] == EVENTS
 
+    # both workers took partitions, between them every input partition, and their counts add up
+    workers = p["workers"]
+    assert len(workers) == 2 and all(w["partitions"] for w in workers)
+    assert set(workers[0]["partitions"]) | set(workers[1]["partitions"]) == {0, 1, 2, 3}
+    assert sum(w["events_in"] for w in workers) == EVENTS
+
     assert r["bare_model"]["items_per_s"] > 0 and r["bare_model"]["batch_size"] == BATCH
     assert r["naive_loop"]["events"] == NAIVE and r["naive_loop"]["events_per_s"] > 0
     assert r["passthrough"]["events"] == EVENTS and r["passthrough"]["events_per_s"] > 0
     assert all(v > 0 for v in r["ratios"].values())
+
+
+def test_bench_sweep_writes_chart(kafka_bootstrap: str, tmp_path: Path) -> None:
+    chart = tmp_path / "sweep.svg"
+    stdout, r = _bench(kafka_bootstrap, tmp_path, "--events", "400", "--sweep", "--sweep-percent", "25,100",
+                       "--step-seconds", "2", "--chart", str(chart))
+    assert "saturation" in stdout and "p99 ms" in stdout
+    assert [s["label"] for s in r["steps"]] == ["saturation", "25%", "100%"]
+    sat = r["saturation_events_per_s"]
+    _complete(r["steps"][0]["pipeline"], 400)
+    for step in r["steps"][1:]:
+        p = step["pipeline"]
+        assert p["offered_rate"] == pytest.approx(sat * step["fraction"])
+        assert p["sent"] >= 50 and p["results"] == p["sent"] and p["latency_ms"]["p99"] > 0
+    assert r["chart"] == str(chart) and chart.read_text().lstrip().startswith("<?xml")

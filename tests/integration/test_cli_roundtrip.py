@@ -22,7 +22,7 @@ import yaml
 from infertide.tail import read_topic
 from schemas.codec import decode, encode
 from schemas.events import TextEvent
-from schemas.topology import default_topology_path, load_topology
+from schemas.topology import TOPIC_ALIASES, default_topology_path, load_topology
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
@@ -34,8 +34,7 @@ def config(tmp_path: Path) -> Path:
     """A copy of the default topology whose topics are unique to this test."""
     data = yaml.safe_load(default_topology_path().read_text())
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    aliases = ["text", "image", "video", "sentiment", "detections", "tags", "recommendations", "analytics", "dlq"]
-    data["topics"] = {**data.get("topics", {}), **{a: f"{prefix}.{a}" for a in aliases}, "partitions": 2}
+    data["topics"] = {**data.get("topics", {}), **{a: f"{prefix}.{a}" for a in TOPIC_ALIASES}, "partitions": 2}
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

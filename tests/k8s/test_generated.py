@@ -113,7 +113,7 @@ def test_scaledobject_follows_the_topology(rendered: Rendered) -> None:
         assert {t["topic"] for t in kafka} == inputs
         env = {e["name"]: e.get("value") for e in faust_container(deployments[overlay])["env"]}
         for trigger in kafka:
-            assert trigger["consumerGroup"] == topo.kafka.consumer_group
+            assert trigger["consumerGroup"] == topo.kafka.routes_group
             assert trigger["bootstrapServers"] == env["KAFKA_BOOTSTRAP_SERVERS"]
             assert int(trigger["lagThreshold"]) > 0
 

@@ -12,7 +12,7 @@ import pytest
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.events import SCHEMAS
 from schemas.generate import render
-from tests.fixtures.examples import VALID, broken, valid
+from tests.fixtures.examples import VALID, broken, example_files, valid
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -38,6 +38,12 @@ def test_schema_is_valid_2020_12(name: str) -> None:
 
 def test_every_schema_has_examples() -> None:
     assert set(VALID) == set(SCHEMAS)
+
+
+@pytest.mark.parametrize(("file_name", "text"), sorted(example_files().items()), ids=lambda v: v[:40])
+def test_example_files_match_the_fixtures(file_name: str, text: str) -> None:
+    path = SCHEMA_DIR / "examples" / file_name
+    assert path.is_file() and path.read_text() == text, f"{path} is stale: run `python -m tests.fixtures.examples`"
 
 
 @pytest.mark.parametrize(("name", "example"), valid(), ids=lambda v: v if isinstance(v, str) else "")

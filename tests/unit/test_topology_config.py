@@ -39,7 +39,7 @@ def test_default_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INFERTIDE_KAFKA_BOOTSTRAP_SERVERS", raising=False)
     topology = load_topology(default_topology_path())
     assert topology.kafka.bootstrap_servers.startswith("127.0.0.1")
-    assert len(topology.topics.names()) == len(set(topology.topics.names())) == 9
+    assert len(topology.topics.names()) == len(set(topology.topics.names())) == 10
     assert {r.name for r in topology.routes} >= {"text", "image", "video"}
     for route in topology.routes:
         assert schema_for_topic(topology, topology.input_topic(route)) is not None
@@ -80,6 +80,27 @@ def test_unknown_route_model_fails(default: dict[str, Any]) -> None:
     data["routes"][0]["models"] = ["sentimnt"]
     message = _error(data)
     assert "'sentimnt'" in message and "did you mean 'sentiment'" in message
+
+
+def test_route_kind_must_suit_its_models(default: dict[str, Any]) -> None:
+    data = copy.deepcopy(default)
+    data["routes"][0]["models"] = ["detection"]  # the text route
+    message = _error(data)
+    assert "route 'text' is kind 'text'" in message and "takes only ['image', 'video']" in message
+
+
+def test_unknown_task_lists_the_known_ones(default: dict[str, Any]) -> None:
+    message = _error(_set(default, "models.sentiment.task", "captioning"))
+    assert "models.sentiment.task" in message and "'classification'" in message
+
+
+def test_classification_results_go_to_the_classes_topic(default: dict[str, Any]) -> None:
+    data = copy.deepcopy(default)
+    data["models"]["classes"] = {"task": "classification", "model": "google/vit-base-patch16-224"}
+    data["routes"][1]["models"].append("classes")
+    topology = parse_topology(data)
+    assert topology.output_topic(topology.routes[1], "classes") == "inference.classes"
+    assert schema_for_topic(topology, "inference.classes") == "classification.v1"
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:

@@ -6,7 +6,10 @@ import base64
 
 import pytest
 
+from schemas.events import ClassificationResult
+from tests.fixtures.examples import VALID
 from tests.unit.test_workers_images import png_bomb
+from workers.classification import ClassificationModel
 from workers.detection import DetectionModel
 from workers.echo import EchoModel
 from workers.sentiment import SentimentModel
@@ -102,6 +105,39 @@ def test_tagging_label_change_recomputes_embeddings(tagging, make_image_item):
     assert sum(t["score"] for t in tags) == pytest.approx(1.0, abs=1e-4)
     tagging.set_options({**tagging.cfg.options, "threshold": 1.01})
     assert _ok(tagging.run_batch([make_image_item()])[0])["tags"] == []
+
+
+@pytest.fixture(scope="module")
+def classification(tiny_topology):
+    return ClassificationModel(tiny_topology.models["classification"])
+
+
+def test_classification_batch_with_bad_items(classification, make_image_item):
+    out = classification.run_batch([make_image_item(), "a cat", {"data": png_bomb(), "uri": None},
+                                    make_image_item(200, 120, "PNG")])
+    names = set(classification.model.config.id2label.values())
+    for i in (0, 3):
+        res = _ok(out[i])
+        assert res["top_k"] == 3 and len(res["labels"]) == 3
+        assert all(c["label"] in names and 0.0 <= c["score"] <= 1.0 for c in res["labels"])
+        assert [c["score"] for c in res["labels"]] == sorted((c["score"] for c in res["labels"]), reverse=True)
+        assert all(classification.model.config.id2label[c["class_id"]] == c["label"] for c in res["labels"])
+        # the payload completes a classification.v1 result as the route engine builds it
+        ClassificationResult.model_validate({**VALID["classification.v1"][0], **res})
+    _err(out[1], "InputError")
+    _err(out[2], "ImageTooLarge")
+    assert out[0]["model"]["version"].startswith("sha256:")
+
+
+def test_classification_options_apply_without_reload(classification, make_image_item):
+    model_before = classification.model
+    classification.set_options({**classification.cfg.options, "top_k": 100, "threshold": 0.0})
+    res = _ok(classification.run_batch([make_image_item()])[0])
+    assert classification.model is model_before and res["top_k"] == 100
+    assert len(res["labels"]) == len(classification.id2label)  # top_k is capped at the class count
+    assert sum(c["score"] for c in res["labels"]) == pytest.approx(1.0, abs=1e-4)
+    classification.set_options({**classification.cfg.options, "threshold": 1.01})
+    assert _ok(classification.run_batch([make_image_item()])[0])["labels"] == []
 
 
 def test_echo(tiny_topology, make_image_item):

@@ -1,6 +1,6 @@
 """Benchmark the model workers: items/s through Ray Serve (a handle) vs the bare model class in-process.
 
-Not a test: ``python -m infertide.bench_workers [--seconds 2] [--json PATH]``
+Not a test: ``python -m infertide.bench.workers [--seconds 2] [--json PATH]``
 (``make bench-workers``). Uses the tiny offline checkpoints (``infertide.tiny_models``)
 so it runs anywhere; each cell sends calls of ``batch`` items, one call in flight,
 for ``--seconds``. The ratio serve/bare shows the system's overhead per call.

@@ -5,7 +5,7 @@ Each returns a dict of measured numbers (never extrapolated):
 - :func:`bare_model`: the model class in-process, ``run_batch`` on batches of the
   route's batch size (items/s): what the model alone can do on these cores.
 - :func:`naive_loop`: what a user would write with kafka-python: consume one
-  event, infer one with the bare model, produce one result (events/s).
+  event, infer it with each of the route's bare models, produce one result (events/s).
 - :func:`passthrough`: aiokafka consume + produce, no model (events/s): the
   broker and client ceiling.
 """
@@ -23,14 +23,7 @@ import orjson
 from infertide.admin import aiokafka_kwargs, kafka_python_kwargs
 from schemas.topology import Topology
 
-__all__ = ["bare_model", "create_topics", "load_model", "naive_loop", "passthrough", "sample_texts"]
-
-_WORDS = ("great", "awful", "wonderful", "boring", "loved", "hated", "excellent", "terrible")
-
-
-def sample_texts(n: int) -> list[str]:
-    """Short review-like texts (the same shape the pipeline run sends)."""
-    return [f"this film was {_WORDS[i % len(_WORDS)]}, review number {i}" for i in range(n)]
+__all__ = ["bare_model", "create_topics", "load_model", "naive_loop", "passthrough"]
 
 
 def create_topics(topology: Topology, names: list[str]) -> None:
@@ -80,14 +73,14 @@ def _bare_once(model: Any, items: list[Any], seconds: float, min_batches: int) -
     return {"items": n, "batches": batches, "seconds": round(elapsed, 3), "items_per_s": n / elapsed}
 
 
-def bare_model(model: Any, batch_size: int, seconds: float = 3.0, min_batches: int = 3) -> dict[str, Any]:
-    """Items/s of ``model.run_batch`` at ``batch_size``, for about ``seconds`` (at least ``min_batches``).
+def bare_model(model: Any, items: list[Any], seconds: float = 3.0, min_batches: int = 3) -> dict[str, Any]:
+    """Items/s of ``model.run_batch(items)`` (one batch), for about ``seconds`` (at least ``min_batches``).
 
     With torch loaded, measured at 1 intra-op thread and at torch's default (on
     shared cores one thread is often several times faster); the best is reported
     and left set, so the naive loop runs with it too.
     """
-    items = sample_texts(batch_size)
+    batch_size = len(items)
     torch = sys.modules.get("torch")
     if torch is None:
         return {**_bare_once(model, items, seconds, min_batches), "batch_size": batch_size, "threads": None}
@@ -102,13 +95,16 @@ def bare_model(model: Any, batch_size: int, seconds: float = 3.0, min_batches: i
             "items_per_s_by_threads": {str(t): v["items_per_s"] for t, v in per.items()}}
 
 
-def naive_loop(topology: Topology, model: Any, in_topic: str, out_topic: str, events: int,
+def naive_loop(topology: Topology, kind: str, models: list[Any], in_topic: str, out_topic: str, events: int,
                timeout_s: float = 120.0) -> dict[str, Any]:
-    """Consume one, infer one, produce one with kafka-python, over ``events`` events already in ``in_topic``.
+    """Consume one, infer one (each model), produce one with kafka-python, over events already in ``in_topic``.
 
-    Timed from the first record received to the last result flushed (group join excluded).
+    Timed from the first record received to the last result flushed (group join
+    excluded); stops after ``timeout_s`` and reports the events it finished.
     """
     from kafka import KafkaConsumer, KafkaProducer
+
+    from infertide.bench.events import item_of
 
     kw = kafka_python_kwargs(topology.kafka)
     consumer = KafkaConsumer(in_topic, group_id=f"naive-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
@@ -121,10 +117,11 @@ def naive_loop(topology: Topology, model: Any, in_topic: str, out_topic: str, ev
                 if done == 0:
                     t0 = time.perf_counter()
                 event = orjson.loads(msg.value)
-                result = model.run_batch([event["text"]])[0]
-                producer.send(out_topic, orjson.dumps({"event_id": event["event_id"], **result}), key=msg.key)
+                for model in models:
+                    result = model.run_batch([item_of(kind, event)])[0]
+                    producer.send(out_topic, orjson.dumps({"event_id": event["event_id"], **result}), key=msg.key)
                 done += 1
-                if done >= events:
+                if done >= events or time.monotonic() > deadline:
                     break
         producer.flush()
         elapsed = time.perf_counter() - t0 if done else 0.0

@@ -1,0 +1,106 @@
+"""The bench results as rich tables: one per route (pipeline, fills, workers, baselines), and the sweep."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+__all__ = ["markdown", "render_sweep", "render_table", "render_tables"]
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+
+
+def _fill_rows(t: Table, p: dict[str, Any]) -> None:
+    mb = p["microbatch"]
+    t.add_row("  micro-batch fill (worker)", "", "", f"mean {mb['mean']:.1f} of batch_size {mb['batch_size']} "
+              f"= [b]{mb['fill']:.0%}[/b] over {mb['batches']} batches")
+    for m, sb in p["serve_batch"].items():
+        t.add_row(f"  Serve batch fill ({m})", "", "", f"mean {sb['mean']:.1f} of max_batch_size "
+                  f"{sb['max_batch_size']} = [b]{sb['fill']:.0%}[/b], max {sb['max']}, {sb['batches']} batches")
+
+
+def _worker_rows(t: Table, p: dict[str, Any]) -> None:
+    for w in p["workers"]:
+        src = "assigned" if w["partitions_source"].endswith("assigned_partitions") else "held (lag gauges)"
+        t.add_row(f"  worker {w['worker']}", f"{w['events_per_s']:,.0f}", "",
+                  f"{w['events_in']} events in; partitions {src} {w['partitions'] or 'none'}")
+
+
+def render_table(r: dict[str, Any], c: dict[str, Any]) -> Table:
+    """One route's results: the pipeline, its fills and workers, the three baselines, and the ratios."""
+    p = r["pipeline"]
+    rate = f"{c['rate']:.0f}/s" if c["rate"] else "max rate"
+    t = Table(title=f"infertide bench: route {p['route']} ({p['kind']}: {', '.join(p['models'])}), {p['sent']} "
+                    f"events ({rate}), batch {p['microbatch']['batch_size']}, {c['workers']} worker(s), "
+                    f"{c['partitions']} partitions, {c['cpus']} CPUs, {c['broker']}")
+    for col, just in (("what", "left"), ("events/s", "right"), ("pipeline / this", "right"), ("details", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    lat, d = p["latency_ms"], p.get("drain")
+    if d:
+        t.add_row("[b]pipeline[/b], draining a filled topic (Kafka -> workers -> Serve -> Kafka)",
+                  f"{d['events_per_s']:,.0f}", "1.00",
+                  f"{d['results']} results, {d['dlq']} DLQ, {d['missing']} missing in {d['seconds']:.1f} s "
+                  "(first result to last; as the passthrough is measured)")
+    t.add_row(("  while producing" if d else "[b]pipeline[/b]") + " (Kafka -> workers -> Serve -> Kafka)",
+              f"{p['events_per_s']:,.0f}", "" if d else "1.00",
+              f"{p['results']} results, {p['dlq']} DLQ ({p['dlq_rate']:.2%}), {p['missing']} missing in "
+              f"{p['seconds']:.1f} s, the producer on the same cores; latency p50 {lat['p50']:.0f} / p90 "
+              f"{lat['p90']:.0f} / p99 {lat['p99']:.0f} ms")
+    _fill_rows(t, p)
+    _worker_rows(t, p)
+    ra, b = r["ratios"], r["bare_model"]
+    per = "; ".join(f"{m} {v['items_per_s']:,.0f}/s" for m, v in b["models"].items())
+    threads = f", {b['threads']} torch thread(s)" if b.get("threads") else ""
+    t.add_row("(a) bare model(s) in-process", f"{b['items_per_s']:,.0f}", _ratio(ra["pipeline_over_bare_model"]),
+              f"run_batch({b['batch_size']}), items/s: {per}" + (" (combined: one after another)"
+                                                                  if len(b["models"]) > 1 else "") + threads)
+    n = r["naive_loop"]
+    t.add_row("(b) naive loop (kafka-python, 1 event at a time)", f"{n['events_per_s']:,.0f}",
+              _ratio(ra["pipeline_over_naive_loop"]), f"{n['events']} events in {n['seconds']:.1f} s (measured)")
+    pt = r["passthrough"]
+    t.add_row("(c) broker passthrough (aiokafka, no model)", f"{pt['events_per_s']:,.0f}",
+              _ratio(ra["pipeline_over_passthrough"]), f"{pt['events']} events in {pt['seconds']:.1f} s")
+    return t
+
+
+def render_tables(result: dict[str, Any]) -> list[Table]:
+    """One table per route of a bench result."""
+    return [render_table(r, result["conditions"]) for r in result["routes"]]
+
+
+def render_sweep(result: dict[str, Any]) -> Table:
+    """Offered rate against achieved throughput and latency, one row per step."""
+    c = result["conditions"]
+    t = Table(title=f"infertide bench --sweep: route {result['route']}, saturation "
+                    f"{result['saturation_events_per_s']:,.0f} events/s, {c['workers']} worker(s), {c['cpus']} CPUs")
+    for col in ("offered", "offered events/s", "achieved events/s", "p50 ms", "p99 ms", "events", "missing",
+                "micro-batch fill", "Serve batch fill"):
+        t.add_column(col, justify="right")
+    for s in result["steps"]:
+        p = s["pipeline"]
+        sfill = ", ".join(f"{v['fill']:.0%}" for v in p["serve_batch"].values())
+        t.add_row(s["label"], f"{p['offered_rate']:,.0f}" if p["offered_rate"] else "max",
+                  f"{p['events_per_s']:,.0f}", f"{p['latency_ms']['p50']:.0f}", f"{p['latency_ms']['p99']:.0f}",
+                  str(p["sent"]), str(p["missing"]), f"{p['microbatch']['fill']:.0%}", sfill)
+    return t
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """A bench result as one Markdown table, a row per route (for docs/)."""
+    lines = ["| route | models | events | pipeline events/s | bare models | pipeline / bare | naive loop "
+             "| pipeline / naive | passthrough | latency p50 / p99 ms | micro-batch fill | Serve batch fill |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["routes"]:
+        p, ra = r["pipeline"], r["ratios"]
+        sfill = ", ".join(f"{m} {v['fill']:.0%}" for m, v in p["serve_batch"].items())
+        lines.append(
+            f"| {p['route']} ({p['kind']}) | {', '.join(p['models'])} | {p['results']}/{p['sent']} "
+            f"| **{p.get('drain', p)['events_per_s']:,.0f}** | {r['bare_model']['items_per_s']:,.0f} "
+            f"| {_ratio(ra['pipeline_over_bare_model'])} | {r['naive_loop']['events_per_s']:,.0f} "
+            f"| {_ratio(ra['pipeline_over_naive_loop'])} | {r['passthrough']['events_per_s']:,.0f} "
+            f"| {p['latency_ms']['p50']:.0f} / {p['latency_ms']['p99']:.0f} | {p['microbatch']['fill']:.0%} "
+            f"| {sfill} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,120 @@
+"""The topology a bench run deploys: the built-in one-route topology, or a user's file, on bench-only topics.
+
+Every run gets its own topic names (``<prefix>.<alias>``), consumer group and
+Serve app name, so runs never read each other's records. A user's file keeps
+its routes, models, batch sizes and Serve settings; the bench changes only
+where it runs (broker, topics, ports) and turns video sampling off so that
+every frame produced is inferred (and has a result to wait for).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infertide.bench.options import BenchOptions
+from schemas.topology import TOPIC_ALIASES
+
+__all__ = ["BenchSetupError", "MissingCheckpoints", "builtin_dict", "config_dict", "for_run", "write"]
+
+
+
+class BenchSetupError(ValueError):
+    """The bench cannot run as asked (an unknown route, missing checkpoints); the message says the fix."""
+
+
+class MissingCheckpoints(BenchSetupError):
+    """A config names checkpoints this machine cannot load offline."""
+
+
+def builtin_dict(opts: BenchOptions, models_dir: Path) -> dict[str, Any]:
+    """One text route with one model (tiny ``sentiment`` or the null ``echo``) at ``opts.batch_size``."""
+    from infertide.tiny_models import build_tiny_sentiment
+
+    batching = {"max_batch_size": opts.batch_size, "batch_wait_timeout_s": 0.01}
+    common = {"device": "auto", "batching": batching, "num_cpus": 0.5, "max_ongoing_requests": 64}
+    if opts.model == "sentiment":
+        model = {"task": "sentiment", "model": str(build_tiny_sentiment(models_dir / "tiny-sentiment")),
+                 "options": {"max_length": 64}, **common}
+    elif opts.model == "echo":
+        model = {"task": "echo", **common}
+    else:
+        raise ValueError(f"--model must be sentiment or echo, not {opts.model!r}")
+    return {
+        "name": "infertide-bench",
+        "models": {opts.model: model},
+        "routes": [{"name": "text", "input": "text", "kind": "text", "models": [opts.model],
+                    "outputs": {opts.model: "sentiment"}, "batch_size": opts.batch_size,
+                    "batch_within_s": opts.batch_within_s, "max_in_flight": opts.max_in_flight}],
+        "analytics": {"enabled": False},
+        "recommendations": {"enabled": False},
+    }
+
+
+def _available(task: str, ref: str) -> bool:
+    """Whether a checkpoint loads without a network: echo, a local path, a YOLO yaml, or the HF cache."""
+    if task == "echo" or (ref and Path(ref).expanduser().exists()):
+        return True
+    if task == "detection":
+        return ref.endswith(".yaml")  # ultralytics builds it from its packaged config (random weights)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(ref, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed id is simply not available
+        return False
+
+
+def config_dict(path: Path, tiny: bool, models_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """The user's topology data ready to bench, and notes saying what the bench changed in it.
+
+    Raises:
+        MissingCheckpoints: a model's checkpoint is not loadable offline and ``tiny`` is off.
+        schemas.topology.ConfigError: the file is not a valid topology.
+    """
+    from schemas.topology import load_topology
+
+    data = load_topology(path).model_dump(mode="json")  # validated, defaults filled in
+    notes: list[str] = []
+    missing = {n: m for n, m in data["models"].items() if not _available(m["task"], m.get("model") or "")}
+    if tiny:
+        from infertide.tiny_models import tiny_topology_dict
+
+        templates = {m["task"]: m for m in tiny_topology_dict(models_dir, echo=True)["models"].values()}
+        for name, m in data["models"].items():
+            t = templates[m["task"]]
+            notes.append(f"--tiny: model {name!r} ({m['task']}) is {t['model'] or 'echo'} with random weights, "
+                         f"not {m.get('model') or 'echo'}; its batching and resources are the config's")
+            m.update(model=t.get("model", ""), options=t.get("options", {}), revision=None)
+    elif missing:
+        names = ", ".join(f"{n} ({m['task']}: {m.get('model')!r})" for n, m in missing.items())
+        raise MissingCheckpoints(
+            f"{path}: models: {names} cannot be loaded offline on this machine. Fix: download them into the "
+            "Hugging Face cache or point `model:` at a local checkpoint, or run with --tiny to benchmark the "
+            "same topology with tiny random-weight models of the same tasks (said in the report).")
+    for route in data["routes"]:
+        if route["kind"] == "video" and route.get("sampling"):
+            notes.append(f"route {route['name']!r}: video sampling off (every frame inferred) so each frame "
+                         "produced has a result to wait for")
+            route["sampling"] = None
+    return data, notes
+
+
+def for_run(data: dict[str, Any], opts: BenchOptions, bootstrap: str, prefix: str, web_port: int) -> dict[str, Any]:
+    """``data`` pointed at ``bootstrap`` with bench-only topics, group, web port and Serve app name."""
+    data = {**data}
+    data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": bootstrap, "consumer_group": f"{prefix}-group",
+                     "session_timeout_s": 6, "heartbeat_interval_s": 2, "commit_interval_s": 0.5}
+    topics = {k: v for k, v in data.get("topics", {}).items() if k not in TOPIC_ALIASES}
+    data["topics"] = {**topics, **{a: f"{prefix}.{a}" for a in TOPIC_ALIASES}, "partitions": opts.topic_partitions}
+    data["web_port"] = web_port
+    data["serve_app_name"] = "infertide-bench"
+    return data
+
+
+def write(data: dict[str, Any], path: Path) -> Path:
+    """Write topology data as YAML (what the workers load)."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -1,0 +1,101 @@
+"""Workers killed, started and stopped while events flow: partitions move again and again, nothing is lost.
+
+The issue's scenario, harder: two ``infertide worker`` processes share the route partitions,
+and while a producer writes at a bounded rate the test repeatedly SIGKILLs one, starts a new
+one, and stops one gracefully (each a rebalance of the routes' consumer group). At the end
+every event has a result (or a dead letter), and the group's committed offsets reach the end
+of every input partition (no partition stuck). Duplicates are counted and reported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from infertide.produce import now_ms, produce_events
+from infertide.runtime import WorkerProcess
+from schemas.events import TextEvent
+from tests.e2e.conftest import Stack, read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
+
+N = 6000
+CYCLES = 3
+
+
+def _committed_ends(stack: Stack, topology: object) -> tuple[dict[int, int], dict[int, int]]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    reader = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=topology.kafka.routes_group,  # type: ignore[attr-defined]
+                           enable_auto_commit=False)
+    try:
+        topic = topology.topics.text  # type: ignore[attr-defined]
+        tps = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or [])]
+        ends = reader.end_offsets(tps)
+        return ({tp.partition: reader.committed(tp) or 0 for tp in tps}, {tp.partition: ends[tp] for tp in tps})
+    finally:
+        reader.close()
+
+
+def test_workers_killed_started_and_stopped_while_events_flow(stack: Stack) -> None:
+    topology, path = stack.topology("rebal", text={"batch_size": 32, "max_in_flight": 4})
+    events = [TextEvent(event_id=f"rb-{i}", ts=now_ms(), text=f"{'good' if i % 2 else 'bad'} thing {i}")
+              for i in range(N)]
+    names = iter(f"rebal-worker-{i}" for i in range(100))
+    workers: list[WorkerProcess] = [stack.worker(topology, path, next(names), own_port=True).start() for _ in range(2)]
+    for w in workers:
+        w.wait_ready()
+
+    def produce() -> None:  # about 36 s of traffic: every move below happens while events flow
+        for i in range(0, N, 200):
+            produce_events(topology, "text", events[i:i + 200])
+            time.sleep(1.2)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    moves: list[str] = []
+    restarts_exit: list[int | None] = []
+    try:
+        for cycle in range(CYCLES):
+            time.sleep(4)
+            victim = workers.pop(0)
+            victim.kill()
+            moves.append(f"kill {victim.log_path.stem}")
+            workers.append(stack.worker(topology, path, next(names), own_port=True).start())
+            time.sleep(4)
+            graceful = workers.pop(0)
+            restarts_exit.append(graceful.stop())
+            moves.append(f"stop {graceful.log_path.stem}")
+            workers.append(stack.worker(topology, path, next(names), own_port=True).start())
+            workers[-1].wait_ready()
+        producer.join(180)
+        assert not producer.is_alive()
+        ids = {e.event_id for e in events}
+
+        def complete(records: list) -> bool:
+            return ids <= {v["event_id"] for _, _, v in records}
+
+        results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=240, until=complete)
+        deadline = time.monotonic() + 60
+        while True:  # commits follow acks within commit_interval_s; then every partition is at its end
+            committed, ends = _committed_ends(stack, topology)
+            if all(committed[p] >= ends[p] for p in ends) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        for w in workers:
+            w.stop()
+    dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
+    out = Counter(v["event_id"] for _, _, v in results) + Counter(v.get("event_id") for _, _, v in dlq)
+    lost = ids - set(out)
+    duplicates = sum(c - 1 for c in out.values() if c > 1)
+    stuck = {p: (committed[p], ends[p]) for p in ends if committed[p] < ends[p]}
+    print(f"\n[rebalance] {N} events, {len(moves)} moves ({', '.join(moves)}): {len(results)} results, "
+          f"{len(lost)} lost, {duplicates} duplicates ({duplicates / N:.1%}), stuck partitions {stuck or 'none'}")
+    assert not lost, f"{len(lost)} events lost, e.g. {sorted(lost)[:5]}"
+    assert not stuck, f"partitions stuck (committed, end): {stuck}"
+    assert not dlq, "no event should need the dead-letter topic here"
+    assert all(code == 0 for code in restarts_exit), f"graceful stops must exit 0: {restarts_exit}"

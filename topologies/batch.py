@@ -1,0 +1,210 @@
+"""One route's batch logic, pure: decode and sample the records, then turn the model replies into
+output records (results, dead letters, one analytics/recommendation summary per batch).
+
+No Kafka, Faust or Ray here, and nothing awaits: :class:`BatchProcessor` is called by the
+route engine (:mod:`topologies.pipeline`) around the Serve calls, and by unit tests directly.
+Per event it does the minimum (one decode, one result encode); counting and metrics are per batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from schemas.codec import EventDecodeError, Limits, decode
+from schemas.tasks import EVENT_KINDS, TASKS
+from schemas.topology import RouteConfig, Topology
+from topologies.analytics import Deltas
+from topologies.metrics import METRICS
+from topologies.recommend import engagement_weight, item_labels
+from topologies.records import InputRecord, OutRecord, dead_letter, now_ms, result_record
+from topologies.sampling import FrameSampler
+
+__all__ = ["SCHEMA_OF_KIND", "BatchOutput", "BatchProcessor", "Decoded", "InferenceFailed", "Observed"]
+
+SCHEMA_OF_KIND = {kind: spec.schema for kind, spec in EVENT_KINDS.items()}
+
+# (task, event, result) of each successful reply: what the dashboard's live state keeps.
+Observed = list[tuple[str, Any, dict[str, Any]]]
+
+
+class InferenceFailed(Exception):
+    """A model call that failed on every attempt; its batch's events are dead-lettered with it."""
+
+    def __init__(self, model: str, attempts: int, cause: BaseException) -> None:
+        self.model, self.attempts, self.cause = model, attempts, cause
+        super().__init__(f"{model}: {type(cause).__name__}: {cause} (after {attempts} attempts)")
+
+
+@dataclass
+class BatchOutput:
+    """What one batch produces; ``ok``/``dead`` hold the offsets of events with a result / a dead letter."""
+
+    records: list[OutRecord] = field(default_factory=list)
+    results: int = 0
+    ok: set[tuple[int, int]] = field(default_factory=set)
+    dead: set[tuple[int, int]] = field(default_factory=set)
+    dropped: int = 0
+    observed: Observed = field(default_factory=list)
+    dlq_reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+@dataclass
+class Decoded:
+    """A batch after decoding and sampling: the events to infer, and what is already decided."""
+
+    size: int
+    valid: list[InputRecord]
+    out: BatchOutput
+    deltas: Deltas
+
+
+class BatchProcessor:
+    """The pure part of a route: records in, output records out.
+
+    Args:
+        topology: the validated topology.
+        route: the route this processor serves.
+        summary_topic: where the per-batch analytics/recommendation summary goes (None: no summary).
+    """
+
+    def __init__(self, topology: Topology, route: RouteConfig, summary_topic: str | None) -> None:
+        self.route = route
+        self.name = route.name
+        self.summary_topic = summary_topic
+        self.schema = SCHEMA_OF_KIND[route.kind]
+        self.limits = Limits.from_config(topology.limits)
+        self.dlq_topic = topology.topics.dlq
+        self.tasks = {m: topology.models[m].task for m in route.models}
+        self.outputs = {m: topology.output_topic(route, m) for m in route.models}
+        self.sampler = FrameSampler(route.sampling) if route.kind == "video" and route.sampling else None
+        self._e2e = METRICS.e2e_latency.labels(route.name)
+        self.has_stream = route.kind == "video"  # events with a stream_id
+
+    # -- before the model calls ----------------------------------------------------------
+
+    def decode(self, records: list[InputRecord]) -> Decoded:
+        """Decode (and for video, sample) each record; invalid ones become dead letters."""
+        out, deltas, valid = BatchOutput(), Deltas(), []
+        deltas.add("events", self.name, "in", len(records))
+        now = now_ms()
+        schema, limits, sampler = self.schema, self.limits, self.sampler
+        for rec in records:
+            try:
+                rec.event = decode(rec.value, schema, limits)
+            except EventDecodeError as err:
+                self.dead_letter(out, rec, "decode", err)
+                continue
+            if sampler is not None:
+                ev = rec.event
+                decision = sampler.decide(ev.stream_id, ev.frame_index, ev.pts_ms, ev.ts, now)
+                if decision != "keep":
+                    reason = "lag" if decision == "lag" else "sampled"
+                    METRICS.frames_dropped.labels(self.name, reason).inc()
+                    deltas.add("events", self.name, f"dropped_{reason}")
+                    out.dropped += 1
+                    continue
+            valid.append(rec)
+        return Decoded(len(records), valid, out, deltas)
+
+    def items(self, valid: list[InputRecord]) -> list[Any]:
+        """The request items for the models: texts, or image references."""
+        if self.route.kind == "text":
+            return [rec.event.text for rec in valid]
+        return [rec.event.image.model_dump(include={"data", "uri"}) for rec in valid]
+
+    # -- after the model calls -----------------------------------------------------------
+
+    def finish(self, batch: Decoded, replies: dict[str, tuple[list[dict[str, Any]], float] | InferenceFailed]
+               ) -> BatchOutput:
+        """Results, dead letters and the summary, from each model's ``(replies, call_ms)`` or its failure."""
+        out, deltas, valid = batch.out, batch.deltas, batch.valid
+        engagements: list[dict[str, Any]] = []
+        items: dict[str, dict[str, float]] = {}
+        latencies: list[float] = []
+        primary = self.route.models[0]
+        produced = now_ms()
+        for model in self.route.models if valid else ():
+            answer = replies[model]
+            if isinstance(answer, InferenceFailed):
+                for rec in valid:
+                    self.dead_letter(out, rec, "infer", answer, attempts=answer.attempts,
+                                     error_class=type(answer.cause).__name__)
+                continue
+            task, topic = self.tasks[model], self.outputs[model]
+            reply_list, call_ms = answer
+            n_ok = 0
+            for rec, reply in zip(valid, reply_list):
+                if not reply.get("ok"):
+                    self.dead_letter(out, rec, "infer", reply.get("error", "model error"),
+                                     error_class=reply.get("error_class", "ModelError"))
+                    continue
+                # Time in Serve beyond the model itself: batching wait, queueing, transport.
+                queue_ms = call_ms - float(reply.get("inference_ms", 0.0))
+                out.records.append(result_record(rec, topic=topic, reply=reply, queue_ms=queue_ms,
+                                                 produced=produced))
+                out.ok.add((rec.partition, rec.offset))
+                out.observed.append((task, rec.event, reply["result"]))
+                if model == primary:  # one latency sample and one engagement per event, not per model
+                    latencies.append(float(produced - rec.event.ts))
+                self._account(rec, task, reply["result"], deltas, engagements, items, primary=model == primary)
+                n_ok += 1
+            out.results += n_ok
+            if n_ok:
+                METRICS.results_out.labels(self.name, topic).inc(n_ok)
+        if latencies:
+            deltas.latencies(self.name, latencies)
+            observe = self._e2e.observe
+            for ms in latencies:
+                observe(max(0.0, ms / 1000))
+        # Counted per event: "out" has at least one result, "dlq" at least one dead letter
+        # (an image can have both when one of its two models fails).
+        if out.ok:
+            deltas.add("events", self.name, "out", len(out.ok))
+        if out.dead:
+            deltas.add("events", self.name, "dlq", len(out.dead))
+        for (stage, reason), n in out.dlq_reasons.items():
+            METRICS.dlq.labels(self.name, stage, reason).inc(n)
+        if self.summary_topic:
+            summary = {"route": self.name, "ts": produced, "metrics": deltas.as_dict(), "engagements": engagements,
+                       "items": [{"item_id": k, "labels": v} for k, v in items.items()]}
+            out.records.append(OutRecord(self.summary_topic, self.name.encode(), orjson.dumps(summary)))
+        return out
+
+    def fail_all(self, records: list[InputRecord], err: BaseException) -> BatchOutput:
+        """Every record dead-lettered with ``err`` (a bug must not lose events)."""
+        out = BatchOutput()
+        for rec in records:
+            self.dead_letter(out, rec, "infer", err)
+        for (stage, reason), n in out.dlq_reasons.items():
+            METRICS.dlq.labels(self.name, stage, reason).inc(n)
+        return out
+
+    def dead_letter(self, out: BatchOutput, rec: InputRecord, stage: str, error: BaseException | str, *,
+                    attempts: int = 1, error_class: str | None = None) -> None:
+        """The one place a record becomes a dead letter (record, offset bookkeeping and metric reason)."""
+        record = dead_letter(rec, topic=self.dlq_topic, route=self.name, stage=stage, error=error,
+                             attempts=attempts, error_class=error_class)
+        out.records.append(record)
+        out.dead.add((rec.partition, rec.offset))
+        reason = error_class or (type(error).__name__ if isinstance(error, BaseException) else "Error")
+        out.dlq_reasons[(stage, reason)] += 1
+
+    def _account(self, rec: InputRecord, task: str, result: dict[str, Any], deltas: Deltas,
+                 engagements: list[dict[str, Any]], items: dict[str, dict[str, float]], *, primary: bool) -> None:
+        """Analytics deltas and recommendation signals of one successful result."""
+        ev, name = rec.event, self.name
+        add = deltas.add
+        for delta in TASKS[task].deltas(result, name, ev.stream_id if self.has_stream else None):
+            add(*delta)
+        labels = item_labels(task, result)
+        if ev.item_id and labels:
+            merged = items.setdefault(ev.item_id, {})
+            for k, v in labels.items():
+                merged[k] = max(merged.get(k, 0.0), v)
+        if primary and ev.user_id and ev.item_id:
+            engagements.append({"user_id": ev.user_id, "item_id": ev.item_id, "event_id": ev.event_id,
+                                "weight": engagement_weight(task, result)})

@@ -1,0 +1,291 @@
+"""The route consumer: reads record batches of every route's input topic straight from Kafka
+(aiokafka ``getmany``), feeds each route's engine, and commits offsets only after results are acked.
+
+Why not Faust agents: Faust's per-event stream machinery stops at about 7,000 events/s on
+these cores, before any model call (measured: docs/performance.md). Faust stays the app host
+(aggregator agent, tables, web views); the routes bypass its stream layer.
+
+Delivery contract (at-least-once, also when partitions move between workers):
+
+- Offsets are committed only for batches whose every output record is acknowledged by the
+  broker, in submit order per route, so a committed offset never passes an event whose
+  results were not produced. Commits go out every ``kafka.commit_interval_s``, on revocation
+  and on a graceful stop.
+- On revocation (any rebalance: aiokafka's protocol is eager) the consumer stops handing out
+  records, waits for each route's in-flight batches to be acked (bounded by
+  ``kafka.revoke_drain_timeout_s``), commits, and forgets what it held. Batches that did not
+  finish in time are abandoned: they may still produce (duplicates), but their acks belong to
+  an old assignment epoch and are never committed. Records fetched but not yet submitted are
+  dropped; the partition's next owner (maybe us) re-reads them from the committed offset.
+- Backpressure: a route fetches its next batch only when its engine has a free slot
+  (``max_in_flight``); aiokafka's fetch buffer is bounded, so a slow model stops fetching.
+- A failed produce is fatal (``on_fatal``): nothing later is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas.topology import RouteConfig, Topology
+from topologies.kafka_clients import aiokafka_kwargs
+from topologies.metrics import METRICS, forget
+from topologies.pipeline import InferFn, ObserveFn, RoutePipeline
+from topologies.producer import BatchProducer
+from topologies.records import InputRecord, OutRecord
+
+__all__ = ["RouteConsumer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Route:
+    config: RouteConfig
+    topic: str
+    pipeline: RoutePipeline
+    assigned: asyncio.Event = field(default_factory=asyncio.Event)
+    partitions: list[TopicPartition] = field(default_factory=list)
+
+
+class RouteConsumer(ConsumerRebalanceListener):
+    """One consumer and one producer per worker process, for all routes.
+
+    Args:
+        topology: the validated topology.
+        infer: the model call (Serve handles in production, a fake in tests).
+        summary_topic: the aggregator's summary topic (None: no analytics summaries).
+        observe: dashboard callback per batch.
+        on_fatal: called once when producing fails; the worker must then exit without committing.
+        bootstrap: overrides ``kafka.bootstrap_servers``.
+    """
+
+    def __init__(self, topology: Topology, *, infer: InferFn, summary_topic: str | None,
+                 observe: ObserveFn | None = None, on_fatal: Callable[[BaseException], None] | None = None,
+                 bootstrap: str | None = None) -> None:
+        self.topology = topology
+        self.group = topology.kafka.routes_group
+        self.on_fatal = on_fatal
+        self._kw = aiokafka_kwargs(topology.kafka, bootstrap)
+        self.routes: dict[str, _Route] = {}
+        for route in topology.routes:
+            pipe = RoutePipeline(topology, route, infer=infer, send_all=self._send_all, summary_topic=summary_topic,
+                                 on_fatal=self._fatal, observe=observe)
+            self.routes[topology.input_topic(route)] = _Route(route, topology.input_topic(route), pipe)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._batches: BatchProducer | None = None
+        self.failed: BaseException | None = None
+        self.rebalancing = False
+        self.last_commit_progress = time.monotonic()
+        self._epoch = 0
+        self._acked: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._committed: dict[TopicPartition, int] = {}
+        self._commit_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        k = self.topology.kafka
+        max_batch = max(r.batch_size for r in self.topology.routes)
+        self.producer = AIOKafkaProducer(
+            acks="all", enable_idempotence=True, linger_ms=int(k.producer_linger_s * 1000),
+            max_batch_size=512 * 1024, max_request_size=self.topology.max_message_bytes(), **self._kw)
+        self.consumer = AIOKafkaConsumer(
+            group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=int(k.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(k.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(max(k.revoke_drain_timeout_s + 10, k.session_timeout_s) * 1000),
+            max_poll_records=max_batch, **self._kw)
+        self.consumer.subscribe(topics=list(self.routes), listener=self)
+        await self.producer.start()
+        self._batches = BatchProducer(self.producer)
+        await self.consumer.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._route_loop(r), name=f"route-{r.config.name}")
+                       for r in self.routes.values()]
+        self._tasks.append(loop.create_task(self._commit_loop(), name="route-commits"))
+        log.info("route consumer started: group %s, topics %s", self.group, sorted(self.routes))
+
+    async def stop(self) -> None:
+        """Graceful: stop taking, finish (or abandon) in-flight batches, commit, leave the group."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.consumer is not None and self.failed is None:
+            await self._drain_and_commit("stop")
+        for r in self.routes.values():
+            await r.pipeline.executor.close()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+    # -- rebalance listener (called by aiokafka's coordinator) --------------------------
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.rebalancing = True
+        if revoked and self.failed is None:
+            await self._drain_and_commit("rebalance")
+        self._epoch += 1  # acks of anything still in flight now belong to the past
+        self._acked.clear()
+        self._committed.clear()
+        for r in self.routes.values():
+            r.partitions = []
+            r.assigned.clear()
+        for tp in revoked:
+            for gauge in (METRICS.assigned, METRICS.consumer_lag, METRICS.committed):
+                forget(gauge, tp.topic, str(tp.partition))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in sorted(assigned):
+            r = self.routes.get(tp.topic)
+            if r is not None:
+                r.partitions.append(tp)
+            METRICS.assigned.labels(tp.topic, str(tp.partition)).set(1)
+        for r in self.routes.values():
+            if r.partitions:
+                r.assigned.set()
+        self.rebalancing = False
+        self.last_commit_progress = time.monotonic()
+        log.info("route partitions assigned: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned))
+                 or "none")
+
+    async def _drain_and_commit(self, why: str) -> None:
+        timeout = self.topology.kafka.revoke_drain_timeout_s
+        results = await asyncio.gather(*(r.pipeline.drain(timeout) for r in self.routes.values()))
+        if not all(results):
+            log.warning("%s: some in-flight batches did not finish within %.0fs; abandoned without commit "
+                        "(their events will be read again)", why, timeout)
+        await self._commit()
+
+    # -- consuming -----------------------------------------------------------------------
+
+    async def _route_loop(self, r: _Route) -> None:
+        assert self.consumer is not None
+        route, pipe, loop = r.config, r.pipeline, asyncio.get_running_loop()
+        while True:
+            await pipe.wait_for_slot()
+            if not r.partitions:
+                await r.assigned.wait()
+                continue
+            records: list[InputRecord] = []
+            epoch, deadline = -1, 0.0
+            while len(records) < route.batch_size:
+                timeout = route.batch_within_s if not records else deadline - loop.time()
+                if records and timeout <= 0:
+                    break
+                got = await self.consumer.getmany(*r.partitions, timeout_ms=max(1, int(timeout * 1000)),
+                                                  max_records=route.batch_size - len(records))
+                if not r.partitions or self.rebalancing:
+                    break  # the assignment changed while we waited: what we hold is dropped below
+                if not got:
+                    if records:
+                        break
+                    continue
+                if not records:
+                    epoch, deadline = self._epoch, loop.time() + route.batch_within_s
+                elif epoch != self._epoch:
+                    records = []  # fetched under an older assignment: let its next owner re-read them
+                    break
+                for batch in got.values():
+                    records.extend(InputRecord(m.topic, m.partition, m.offset, m.key, m.value,
+                                               dict(m.headers) if m.headers else {}) for m in batch)
+            if not records or epoch != self._epoch or self.rebalancing:
+                continue
+            await pipe.submit(records, self._ack_for(records, epoch))
+
+    def _ack_for(self, records: list[InputRecord], epoch: int) -> Callable[[], Any]:
+        ends: dict[TopicPartition, int] = {}
+        for rec in records:
+            ends[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+
+        async def ack() -> None:
+            if epoch != self._epoch:
+                return  # acked after its partitions were revoked: never committed
+            acked = self._acked
+            for tp, end in ends.items():
+                if end > acked.get(tp, -1):
+                    acked[tp] = end
+
+        return ack
+
+    async def _send_all(self, records: list[OutRecord]) -> list[Any]:
+        assert self._batches is not None
+        return await self._batches.send_all(records)
+
+    # -- committing ----------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        interval = self.topology.kafka.commit_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            if not self.rebalancing:
+                await self._commit()
+                await self._learn_committed()
+            self._update_lag()
+
+    async def _commit(self) -> None:
+        assert self.consumer is not None
+        async with self._commit_lock:
+            assignment = self.consumer.assignment()
+            offsets = {tp: off for tp, off in self._acked.items()
+                       if off > self._committed.get(tp, -1) and tp in assignment}
+            if not offsets or self.failed is not None:
+                return
+            try:
+                await self.consumer.commit(offsets)
+            except (KafkaError, AssertionError) as err:  # the group moved on: the next owner re-reads
+                log.warning("commit of %d partitions failed (%r); their events will be read again", len(offsets), err)
+                return
+            self._committed.update(offsets)
+            self.last_commit_progress = time.monotonic()
+            for tp, off in offsets.items():
+                METRICS.committed.labels(tp.topic, str(tp.partition)).set(off)
+
+    async def _learn_committed(self) -> None:
+        """The group's committed offsets of newly held partitions (for lag and health), read once."""
+        assert self.consumer is not None
+        epoch = self._epoch
+        for tp in self.consumer.assignment() - self._committed.keys():
+            try:
+                committed = await self.consumer.committed(tp)
+            except KafkaError:
+                return
+            if epoch != self._epoch:
+                return
+            self._committed.setdefault(tp, committed or 0)
+
+    def _update_lag(self) -> None:
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lag = high - self._committed.get(tp, 0)
+                METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+
+    def lag(self) -> int:
+        """Events not yet committed on the partitions this worker holds (from the last fetch's highwater)."""
+        assert self.consumer is not None
+        total = 0
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                total += max(0, high - self._committed.get(tp, 0))
+        return total
+
+    def _fatal(self, err: BaseException) -> None:
+        if self.failed is None:
+            self.failed = err
+            if self.on_fatal is not None:
+                self.on_fatal(err)
