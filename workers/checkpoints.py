@@ -144,7 +144,12 @@ def _locate_local(cp: Checkpoint, path: Path, version: str | None = None, note: 
 
 
 def _ultralytics_weights_dir() -> Path:
-    from ultralytics.utils import SETTINGS  # reads YOLO_CONFIG_DIR, as the replica will
+    import contextlib
+    import io
+
+    # Its first import writes a settings file and announces it on stdout: not the CLI's output.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        from ultralytics.utils import SETTINGS  # reads YOLO_CONFIG_DIR, as the replica will
 
     return Path(SETTINGS["weights_dir"])
 
