@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka (KRaft) from Maven Central jars, for local runs and CI.
 
 The jars are fetched once with Maven (``infertide/kafka_jars/pom.xml``) into
-``.cache/kafka/<version>/libs`` and reused. :class:`LocalKafka` formats a data
+``<cache>/kafka/<version>/libs`` (see :func:`project_cache`) and reused. :class:`LocalKafka` formats a data
 directory, starts ``kafka.Kafka`` bound to 127.0.0.1, waits until it answers a
 metadata request and stops it by PID.
 """
@@ -33,9 +33,20 @@ class BrokerError(RuntimeError):
 
 
 def project_cache() -> Path:
-    """``$INFERTIDE_CACHE`` or ``.cache/`` at the project root (never ``~``)."""
+    """Where jars, tiny models and run folders go: ``$INFERTIDE_CACHE``; else ``.cache/`` of a source
+    checkout; else, installed from a wheel, the user's cache folder (``~/.cache/infertide`` on Linux).
+
+    Never the installed package's folder: site-packages is not ours to write in.
+    """
     env = os.environ.get("INFERTIDE_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / ".cache"
+    if env:
+        return Path(env)
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and "site-packages" not in root.parts:
+        return root / ".cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("infertide", appauthor=False))
 
 
 def free_port() -> int:

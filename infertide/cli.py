@@ -74,7 +74,9 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 # ---------------------------------------------------------------- kafka
-RunDir = Annotated[Path | None, typer.Option("--dir", help="Broker data/log/pid folder (default .cache/kafka-run).")]
+RunDir = Annotated[Path | None, typer.Option("--dir", help=(
+    "Broker data/log/pid folder (default <cache>/kafka-run; <cache>: $INFERTIDE_CACHE, "
+    ".cache/ of a source checkout, else the user cache folder)."))]
 
 
 def _run_dir(path: Path | None) -> Path:
@@ -421,3 +423,4 @@ from infertide import commands_run  # noqa: E402,F401
 from infertide import commands_up  # noqa: E402,F401
 from infertide import commands_bench  # noqa: E402,F401
 from infertide import commands_demo  # noqa: E402,F401
+from infertide import commands_models  # noqa: E402,F401

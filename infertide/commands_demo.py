@@ -14,7 +14,7 @@ from infertide.cli import Bootstrap, app, console, err_console
 from schemas.tasks import TASKS
 from schemas.topology import TOPIC_ALIASES, Topology, load_topology, parse_topology
 
-__all__ = ["demo", "demo_topology", "model_resolves"]
+__all__ = ["demo", "demo_topology"]
 
 TINY_NOTICE = ("[b yellow]Using locally built tiny models with random weights: labels are not meaningful.[/b yellow] "
                "The configured checkpoints are not available offline ({missing}). Pass --config with a "
@@ -22,33 +22,14 @@ TINY_NOTICE = ("[b yellow]Using locally built tiny models with random weights: l
                "to see real predictions.")
 
 
-def model_resolves(model: str, task: str) -> bool:
-    """Whether a model id or path loads without the network (local path, YAML architecture, or cached)."""
-    if not TASKS[task].needs_model or not model or Path(model).expanduser().exists() \
-            or model.endswith((".yaml", ".yml")):
-        return True
-    if model.endswith(".pt"):
-        try:
-            from ultralytics.utils import SETTINGS
-
-            return (Path(SETTINGS["weights_dir"]) / model).exists()
-        except Exception:  # noqa: BLE001 - no ultralytics settings: not resolvable
-            return False
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(model, "config.json"), str)
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def demo_topology(config: Path | None, cache: Path) -> tuple[Topology, dict[str, str], list[str]]:
     """The topology to run, the env for its models, and the models that did not resolve (tiny models then)."""
+    from infertide.commands_models import checkpoint_problems
     from infertide.tiny_models import offline_env, tiny_topology_dict
 
     if config is not None:
         topology = load_topology(config)
-        missing = [f"{n}={m.model}" for n, m in topology.models.items() if not model_resolves(m.model, m.task)]
+        missing = checkpoint_problems(topology)
         if not missing:
             return topology, {}, []
     else:
@@ -128,12 +109,13 @@ def demo(
                                                 help="Topology to demo (default: tiny local models).")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Stay up (dashboard live) until Ctrl-C.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for results.")] = 90.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show Ray/Serve logs here.")] = False,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Start everything locally, send sample photos, a short clip and reviews, and summarise the results.
 
     Works offline: when the config's models are not available locally, tiny
-    models with random weights are built under .cache/models (and the output says so).
+    models with random weights are built under <cache>/models (and the output says so).
     Exits 0 when every route answered, 1 otherwise.
 
     Examples: infertide demo; infertide demo --keep; infertide demo --config my-local-models.yaml
@@ -153,7 +135,7 @@ def demo(
         say(f"using the models of {config}")
     stop = threading.Event()
     install_stop_handlers(stop)
-    stack = LocalStack(topology, bootstrap=bootstrap, env=env, num_cpus=2, say=say)
+    stack = LocalStack(topology, bootstrap=bootstrap, env=env, num_cpus=2, say=say, verbose=verbose)
     code = 0
     try:
         stack.start()

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from infertide.cli import Bootstrap, app, console, err_console, topology_from
+from schemas.topology import Topology
 
 __all__ = ["up"]
 
@@ -25,9 +26,20 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def print_endpoints(url: str) -> None:
+def print_endpoints(url: str, bootstrap: str | None = None) -> None:
     console.print(f"[b green]infertide is up.[/b green] Dashboard: [link]{url}/[/link]  "
-                  f"Metrics: {url}/metrics  API: {url}/api/summary")
+                  f"Metrics: {url}/metrics  API: {url}/api/summary"
+                  + (f"  Kafka: {bootstrap} (infertide produce/tail --bootstrap {bootstrap})" if bootstrap else ""))
+
+
+def _config_port(topology: Topology) -> int:
+    """The config's loopback Kafka port when it is free (so produce/tail work without --bootstrap), else 0."""
+    from infertide.stack import port_free
+
+    host, _, port = topology.kafka.bootstrap_servers.split(",")[0].rpartition(":")
+    if host in ("127.0.0.1", "localhost") and port.isdigit() and port_free(int(port)):
+        return int(port)
+    return 0
 
 
 @app.command("up")
@@ -36,31 +48,55 @@ def up(
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Faust worker processes.")] = 1,
     num_cpus: Annotated[int | None, typer.Option("--num-cpus", help="CPUs for Ray (default: all).")] = None,
     max_restarts: Annotated[int, typer.Option("--max-restarts", help="Restarts per crashed worker.")] = 3,
+    tiny: Annotated[bool, typer.Option("--tiny", help=(
+        "Swap every model for a tiny local one of the same task (random weights, offline), "
+        "as the demo does; topics and routes stay the config's."))] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show Ray/Serve logs here.")] = False,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Start Kafka (or use --bootstrap), create topics, start Ray + Serve and the workers; supervise until Ctrl-C.
 
+    First checks that every model's checkpoint loads here (local path, or in the
+    Hugging Face / ultralytics cache, or downloadable) and stops in seconds with
+    one line per model that does not (see [b]infertide models list / pull[/b]).
     A crashed worker is reported and restarted (at most --max-restarts times).
     Ctrl-C or SIGTERM stops the workers, then Serve and Ray, then the broker
-    this command started.
+    this command started. Ray/Serve logs go to files in the run folder (printed).
 
-    Examples: infertide up; infertide --config my.yaml up --workers 2;
+    Examples: infertide up; infertide up --tiny; infertide --config my.yaml up --workers 2;
     infertide up --bootstrap 127.0.0.1:9092
     """
+    from infertide.broker import project_cache
+    from infertide.commands_models import checkpoint_problems
     from infertide.stack import LocalStack, StackError
+    from infertide.tiny_models import offline_env, with_tiny_models
 
     topology = topology_from(ctx, bootstrap)
+    env: dict[str, str] = {}
+    if tiny:
+        with err_console.status("building tiny local models ..."):
+            env = offline_env(project_cache() / "env")
+            topology = with_tiny_models(topology, project_cache() / "models")
+        err_console.print("[yellow]--tiny: random-weight models; labels are not meaningful.[/yellow]")
+    else:
+        with err_console.status("checking model checkpoints ..."):
+            problems = checkpoint_problems(topology)
+        if problems:
+            for line in problems:
+                err_console.print(f"[red]{line}[/red]", soft_wrap=True)
+            raise typer.Exit(1)
     stop = threading.Event()
     install_stop_handlers(stop)
-    stack = LocalStack(topology, workers=workers, bootstrap=bootstrap, num_cpus=num_cpus,
+    stack = LocalStack(topology, workers=workers, bootstrap=bootstrap, num_cpus=num_cpus, env=env, verbose=verbose,
+                       kafka_port=_config_port(topology),
                        say=lambda m: err_console.print(f"[cyan]>[/cyan] {m}"), max_restarts=max_restarts)
     code = 0
     try:
         with err_console.status("starting infertide ..."):
             stack.start()
         install_stop_handlers(stop)  # ray.init replaced our SIGTERM handler with its own (which aborts)
-        print_endpoints(stack.url)
-        err_console.print("[dim]Ctrl-C to stop.[/dim]")
+        print_endpoints(stack.url, stack.bootstrap)
+        err_console.print(f"[dim]logs: {stack.workdir} ; Ctrl-C to stop.[/dim]")
         stack.supervise(stop)
     except StackError as err:
         err_console.print(f"[red]{err}[/red]")

@@ -19,7 +19,7 @@ from pathlib import Path
 from infertide.broker import free_port, terminate
 from schemas.topology import Topology
 
-__all__ = ["RayServe", "WorkerProcess", "local_env"]
+__all__ = ["RayServe", "WorkerProcess", "deploy_failure", "local_env", "route_ray_logs"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,43 @@ def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def route_ray_logs(log_file: Path, verbose: bool = False) -> None:
+    """Send this process's Ray and Serve log records to ``log_file``; to stderr as well only when ``verbose``.
+
+    Serve configures its ``ray.serve`` logger with a stderr handler when imported,
+    and ``ray.init`` one for ``ray``: their INFO lines would mix into the CLI's output.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    for name in ("ray", "ray.serve"):
+        logger = logging.getLogger(name)
+        if not verbose:
+            for h in list(logger.handlers):
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                    logger.removeHandler(h)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def deploy_failure(app_name: str, err: BaseException) -> str:
+    """The line that says why a deploy failed: a replica's ``CheckpointError`` from Serve's status when
+    there is one (Serve itself only says "Failed to update the deployments [...]"), else ``err``."""
+    try:
+        from ray import serve
+
+        app = serve.status().applications.get(app_name)
+        messages = [d.message for d in (app.deployments.values() if app else []) if d.message]
+    except Exception:  # noqa: BLE001 - explaining must not hide the original error
+        messages = []
+    marker = "CheckpointError: "
+    for message in messages:
+        for line in message.splitlines():
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+    return f"{err}" + (f"; {messages[0].splitlines()[-1]}" if messages else "")
+
+
 @dataclass
 class RayServe:
     """A local Ray cluster started by this process (torn down with it) running the topology's Serve app.
@@ -51,10 +88,15 @@ class RayServe:
     Args:
         topology: which models to deploy.
         num_cpus: CPUs Ray may schedule on (deployments take fractional CPUs from the config).
+        log_dir: where this process's Ray/Serve log lines go (``ray-driver.log``) and where
+            ``ray-logs`` links to the Ray session's own logs (controller, replicas, raylet).
+        verbose: also show Ray/Serve log lines on stderr.
     """
 
     topology: Topology
     num_cpus: int | None = None
+    log_dir: Path | None = None
+    verbose: bool = False
     address: str = ""
 
     def start(self) -> RayServe:
@@ -68,19 +110,41 @@ class RayServe:
 
         if not ray.is_initialized():
             ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
-                     _node_ip_address="127.0.0.1", namespace="serve", log_to_driver=False,
-                     logging_level=logging.WARNING)
+                     _node_ip_address="127.0.0.1", namespace="serve", log_to_driver=self.verbose,
+                     logging_level=logging.INFO if self.verbose else logging.WARNING)
+        if self.log_dir is not None:
+            route_ray_logs(self.log_dir / "ray-driver.log", self.verbose)
+            self._link_session_logs()
         self.address = ray.get_runtime_context().gcs_address
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-        deploy(self.topology)
+        try:
+            deploy(self.topology)
+        except Exception as err:  # noqa: BLE001 - the replica's reason is in Serve's status, not here
+            raise RuntimeError(deploy_failure(self.topology.serve_app_name, err)) from err
         return self
 
+    def _link_session_logs(self) -> None:
+        assert self.log_dir is not None
+        try:
+            from ray._private.worker import _global_node  # noqa: PLC2701 - the only way to the session dir
+
+            link = self.log_dir / "ray-logs"
+            if not link.exists():
+                link.symlink_to(_global_node.get_logs_dir_path())
+        except (ImportError, AttributeError, OSError) as err:
+            log.debug("no link to the Ray session logs: %s", err)
+
     def stop(self) -> None:
+        """Delete the app (replicas drain), then end the local Ray cluster.
+
+        Not ``serve.shutdown()``: its controller ends itself with ``ray.kill`` while the
+        driver waits on it, and Ray reports that as a failed task on the driver's stderr.
+        """
         import ray
         from ray import serve
 
         try:
-            serve.shutdown()
+            serve.delete(self.topology.serve_app_name)
         finally:
             ray.shutdown()
 

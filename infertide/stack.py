@@ -24,7 +24,7 @@ from infertide.broker import LocalKafka, free_port, project_cache
 from infertide.runtime import RayServe, WorkerProcess
 from schemas.topology import Topology, parse_topology
 
-__all__ = ["LocalStack", "StackError"]
+__all__ = ["LocalStack", "StackError", "port_free"]
 
 Say = Callable[[str], None]
 
@@ -33,7 +33,7 @@ class StackError(RuntimeError):
     """A part of the local stack failed to start or died too often."""
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -50,11 +50,13 @@ class LocalStack:
         topology: the validated topology (its bootstrap/web port are adjusted as needed).
         workers: number of ``infertide worker`` processes (one consumer group).
         bootstrap: an existing Kafka to use; ``None`` starts a local broker.
-        workdir: logs, effective config and broker data (``.cache/stack-run`` by default).
+        workdir: logs, effective config and broker data (``<cache>/stack-run/run-*`` by default, see ``project_cache``).
         env: extra environment for Ray and the workers (e.g. the offline model env).
         num_cpus: CPUs Ray may schedule on.
         say: progress callback (one line per step).
         max_restarts: restarts allowed per worker before :meth:`supervise` gives up.
+        kafka_port: port for the local broker (0: a free one).
+        verbose: show Ray/Serve log lines on stderr too (they always go to files in ``workdir``).
     """
 
     topology: Topology
@@ -65,6 +67,8 @@ class LocalStack:
     num_cpus: int | None = None
     say: Say = lambda msg: None  # noqa: E731 - a default no-op callback
     max_restarts: int = 3
+    kafka_port: int = 0
+    verbose: bool = False
     kafka: LocalKafka | None = None
     serve: RayServe | None = None
     procs: list[WorkerProcess] = field(default_factory=list)
@@ -94,14 +98,14 @@ class LocalStack:
         t0 = time.monotonic()
         if self.bootstrap is None:
             self.say("starting a local Kafka broker (KRaft) on 127.0.0.1 ...")
-            self.kafka = LocalKafka(self.workdir / "kafka").start()
+            self.kafka = LocalKafka(self.workdir / "kafka", port=self.kafka_port).start()
             self.bootstrap = self.kafka.bootstrap
             self.say(f"Kafka ready at {self.bootstrap} ({time.monotonic() - t0:.1f}s)")
         else:
             self.say(f"using Kafka at {self.bootstrap}")
         data = self.topology.model_dump(mode="json")
         data["kafka"]["bootstrap_servers"] = self.bootstrap
-        if not _port_free(data["web_port"]):
+        if not port_free(data["web_port"]):
             data["web_port"] = free_port()
         self.config_path = self.workdir / "topology.yaml"
         self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -110,8 +114,10 @@ class LocalStack:
         self.say(f"topics ready ({len(self.topology.routes)} routes)")
         t1 = time.monotonic()
         self.say(f"starting Ray and deploying Serve models: {', '.join(self.topology.models)} ...")
-        self.serve = RayServe(self.topology, num_cpus=self.num_cpus).start()
-        self.say(f"Serve app running on Ray at {self.serve.address} ({time.monotonic() - t1:.1f}s)")
+        self.serve = RayServe(self.topology, num_cpus=self.num_cpus, log_dir=self.workdir,
+                              verbose=self.verbose).start()
+        self.say(f"Serve app running on Ray at {self.serve.address} ({time.monotonic() - t1:.1f}s); "
+                 f"Ray/Serve logs in {self.workdir}")
         t2 = time.monotonic()
         for i in range(self.workers):
             port = self.topology.web_port if i == 0 else free_port()

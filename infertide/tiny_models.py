@@ -26,6 +26,7 @@ __all__ = [
     "offline_env",
     "tiny_topology",
     "tiny_topology_dict",
+    "with_tiny_models",
     "write_tiny_topology",
 ]
 
@@ -245,6 +246,21 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
 def tiny_topology(models_dir: str | Path, **kwargs: Any) -> Topology:
     """The validated tiny topology (see ``tiny_topology_dict`` for the arguments)."""
     return parse_topology(tiny_topology_dict(models_dir, **kwargs), "<tiny>")
+
+
+def with_tiny_models(topology: Topology, models_dir: str | Path) -> Topology:
+    """``topology`` with every model swapped for the tiny checkpoint of its task (topics and routes kept).
+
+    What ``infertide up --tiny`` runs: the same pipeline, offline, with random-weight models.
+    """
+    tiny = tiny_topology_dict(models_dir)["models"]
+    by_task = {m["task"]: m for m in tiny.values()}
+    data = topology.model_dump(mode="json")
+    for cfg in data["models"].values():
+        if cfg["task"] in by_task and cfg["task"] != "echo":
+            cfg["model"], cfg["options"], cfg["revision"] = by_task[cfg["task"]]["model"], \
+                by_task[cfg["task"]]["options"], None
+    return parse_topology(data, "<topology --tiny>")
 
 
 def write_tiny_topology(models_dir: str | Path, path: str | Path, **kwargs: Any) -> Path:

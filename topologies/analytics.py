@@ -15,9 +15,10 @@ from typing import Any
 
 __all__ = ["LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "percentile"]
 
-# Upper bounds (ms) of the latency histogram; the last bucket is open-ended.
-LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000,
-                      5000, 10000, 30000, 60000)
+# Upper bounds (ms) of the latency histogram; the last bucket is open-ended. Bounds are only ever
+# added (a window written with fewer bounds still reads right), never removed.
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 15, 20, 25, 35, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 750,
+                      1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10000, 20000, 30000, 60000)
 _BUCKET_FIELDS = (*(f"le_{b}" for b in LATENCY_BUCKETS_MS), "le_inf")
 
 
@@ -69,17 +70,19 @@ def merge(into: dict[str, float] | None, delta: dict[str, float]) -> dict[str, f
 
 
 def percentile(buckets: dict[str, float], q: float) -> float:
-    """The upper bound of the bucket holding the q-th quantile (0..1) of a latency histogram."""
+    """The q-th quantile (0..1) of a latency histogram, interpolated linearly inside its bucket
+    (as Prometheus' ``histogram_quantile``), so quantiles within one bucket still differ."""
     total = sum(v for k, v in buckets.items() if k.startswith("le_"))
     if total <= 0:
         return 0.0
     target = q * total
-    seen = 0.0
-    for bound in (*LATENCY_BUCKETS_MS, "inf"):
-        seen += buckets.get(f"le_{bound}", 0.0)
-        if seen >= target:
-            return float(bound) if bound != "inf" else float(LATENCY_BUCKETS_MS[-1])
-    return float(LATENCY_BUCKETS_MS[-1])
+    seen, lower = 0.0, 0.0
+    for bound in LATENCY_BUCKETS_MS:
+        n = buckets.get(f"le_{bound}", 0.0)
+        if n > 0 and seen + n >= target:
+            return round(lower + (bound - lower) * (target - seen) / n, 1)
+        seen, lower = seen + n, float(bound)
+    return float(LATENCY_BUCKETS_MS[-1])  # in the open-ended bucket: its lower bound
 
 
 def finalize(metric: str, value: dict[str, float]) -> dict[str, float]:

@@ -10,24 +10,61 @@ from topologies.metrics import render
 if TYPE_CHECKING:
     from topologies.app import InfertideApp
 
-__all__ = ["DASHBOARD_HTML", "register_views", "summary"]
+__all__ = ["DASHBOARD_HTML", "latest_per_user", "register_views", "summary", "with_system_totals"]
 
 DASHBOARD_HTML = Path(__file__).resolve().parent / "static" / "dashboard.html"
 
 
+def with_system_totals(routes: dict[str, Any], system: dict[str, Any]) -> dict[str, Any]:
+    """This worker's live route view with the counts and latencies of all workers put in its place
+    (this worker's own counts stay under ``worker``); series and latest results stay this worker's."""
+    out = {}
+    for name in {*routes, *system}:
+        mine = routes.get(name) or {"in": 0, "out": 0, "dlq": 0, "in_per_s": 0, "out_per_s": 0, "series": [],
+                                    "latest": [], "labels": {}, "latency_ms": {"p50": None, "p90": None,
+                                                                              "p99": None, "samples": 0}}
+        total = system.get(name)
+        out[name] = {**mine, "worker": {k: mine.get(k, 0) for k in ("in", "out", "dlq")}}
+        if total is not None:
+            out[name] |= {k: total[k] for k in ("in", "out", "dlq")} | {"scope": "all workers"}
+            if total["latency_ms"]["samples"]:
+                out[name]["latency_ms"] = total["latency_ms"]
+    return out
+
+
 def summary(it: InfertideApp) -> dict[str, Any]:
-    """Everything the dashboard polls, in one JSON object."""
+    """Everything the dashboard polls, in one JSON object (route counts: all workers)."""
     live = it.live.snapshot()
+    totals = getattr(it, "totals", None)
+    if totals is not None:
+        live["routes"] = with_system_totals(live["routes"], totals.snapshot())
     return {**live, "worker": {"routes": [r.name for r in it.topology.routes], "started": it.started,
                                "stalled": it.stalled()},
             "windows": {"current": it.aggregator.current_windows()[:200],
                         "closed": list(it.aggregator.recent_windows)[-40:]},
-            "recommendations": list(it.aggregator.recent_recs)[-10:]}
+            "recommendations": latest_per_user(it.aggregator.recent_recs)}
+
+
+def latest_per_user(recs: Any, n: int = 10) -> list[dict[str, Any]]:
+    """The newest recommendation of each user, newest users last, at most ``n`` (one row per user)."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for rec in recs:
+        latest.pop(rec.get("user_id"), None)  # re-insert: order follows each user's newest
+        latest[rec.get("user_id")] = rec
+    return list(latest.values())[-n:]
 
 
 def register_views(it: InfertideApp) -> None:
-    """Adds the views to ``it.app``."""
+    """Adds the views to ``it.app``, and the task that tails the summary topic for the all-worker totals."""
+    from topologies.kafka_clients import aiokafka_kwargs
+    from topologies.totals import SystemTotals
+
     app = it.app
+    it.totals = SystemTotals(it.aggregator.summary_topic.get_topic_name(), aiokafka_kwargs(it.topology.kafka))
+
+    @app.task
+    async def tail_totals() -> None:
+        await it.totals.run()
 
     @app.page("/metrics")
     async def metrics(self: Any, request: Any) -> Any:

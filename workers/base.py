@@ -86,17 +86,26 @@ class BatchedModel:
     Args:
         cfg: the model's entry from the topology (``options`` holds task knobs).
         load: call ``load(cfg)`` now (tests may construct first and load later).
+        name: the model's key under ``models:``, named in a load error.
+
+    Raises:
+        CheckpointError: the weights did not load; one line with the model, source, why and the fix.
     """
 
     task: ClassVar[str] = ""
     #: what ``decode`` expects; the deployment checks nothing, this is documentation.
     input_kind: ClassVar[str] = "text"
 
-    def __init__(self, cfg: ModelConfig, *, load: bool = True) -> None:
+    def __init__(self, cfg: ModelConfig, *, load: bool = True, name: str | None = None) -> None:
         self.cfg = cfg
         self.identity = ModelIdentity(cfg.model or self.task, "unloaded")
         if load:
-            self.load(cfg)
+            try:
+                self.load(cfg)
+            except Exception as err:
+                from workers.checkpoints import load_error
+
+                raise load_error(cfg, err, name) from err
             if cfg.warmup:
                 self.warmup()
 

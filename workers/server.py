@@ -67,7 +67,7 @@ class ModelServer:
         old = self.cfg
         if self.model is None or old is None or options_key(cfg) != options_key(old):
             log.info("loading %s: %s (%s)", self.model_name, cfg.model or cfg.task, cfg.task)
-            self.model = model_class(cfg.task)(cfg)
+            self.model = model_class(cfg.task)(cfg, name=self.model_name)
         elif cfg.options != old.options:
             self.model.set_options(cfg.options)
         b = cfg.batching

@@ -33,7 +33,13 @@ def test_latency_histogram_percentiles_and_merge() -> None:
         d.latency("text", ms)
     value = merge(None, d.as_dict()["latency|text"])
     value = merge(value, {"count": 0})
-    assert percentile(value, 0.5) == 5 and percentile(value, 0.9) == 50 and percentile(value, 0.99) == 1000
+    # Interpolated inside the bucket: 3 ms lies in (2, 5], 40 ms in (35, 50], 900 ms in (750, 1000].
+    assert percentile(value, 0.5) == 5 and percentile(value, 0.9) == 48.3 and percentile(value, 0.99) == 950
+    same_bucket = Deltas()
+    for ms in range(301, 500):  # all in (300, 400] and (400, 500]: quantiles still differ
+        same_bucket.latency("t", ms)
+    one = same_bucket.as_dict()["latency|t"]
+    assert percentile(one, 0.5) < percentile(one, 0.9) < percentile(one, 0.99) <= 500
     out = finalize("latency", value)
     assert out["count"] == 100 and out["mean_ms"] == (150 + 1800 + 4500) / 100
 
@@ -65,3 +71,33 @@ def test_recommendations_rank_matching_items_with_reasons() -> None:
     ranked = rank_items(affinity, items, exclude={"seen"}, top_k=5)
     assert [r["item_id"] for r in ranked] == ["d2"]
     assert ranked[0]["reasons"][0].startswith("tag:dog +") and 0 < ranked[0]["score"] <= 1
+
+
+def test_dashboard_lists_one_row_per_user() -> None:
+    from topologies.web import latest_per_user
+
+    recs = [{"user_id": u, "n": i} for i, u in enumerate(["a", "b", "a", "c", "b", "a"])]
+    assert [(r["user_id"], r["n"]) for r in latest_per_user(recs)] == [("c", 3), ("b", 4), ("a", 5)]
+    assert [r["user_id"] for r in latest_per_user(recs, n=2)] == ["b", "a"]
+
+
+def test_totals_add_up_every_workers_summaries() -> None:
+    from topologies.totals import SystemTotals
+    from topologies.web import with_system_totals
+
+    totals = SystemTotals("s", {})
+    for worker_in, latency in ((60, [120.0] * 60), (40, [480.0] * 40)):  # two workers' batch summaries
+        d = Deltas()
+        d.add("events", "text", "in", worker_in)
+        d.add("events", "text", "out", worker_in)
+        for ms in latency:
+            d.latency("text", ms)
+        totals.add({"route": "text", "metrics": d.as_dict()})
+    snap = totals.snapshot()["text"]
+    assert (snap["in"], snap["out"], snap["dlq"]) == (100, 100, 0)
+    assert snap["latency_ms"]["samples"] == 100 and snap["latency_ms"]["p50"] < 150 < snap["latency_ms"]["p90"]
+    mine = {"text": {"in": 60, "out": 60, "dlq": 0, "series": [[1, 2, 3, 4]], "latency_ms": {"p50": 1.0}}}
+    view = with_system_totals(mine, totals.snapshot())
+    assert view["text"]["in"] == 100 and view["text"]["worker"]["in"] == 60 and view["text"]["series"]
+    only_other = with_system_totals({}, totals.snapshot())["text"]  # routes this worker never saw
+    assert only_other["in"] == 100 and only_other["series"] == [] and only_other["worker"]["in"] == 0
