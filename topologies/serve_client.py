@@ -46,6 +46,9 @@ def connect_ray(address: str | None = None, namespace: str = "serve") -> None:
     log.info("joined Ray cluster at %s", address)
 
 
+JOIN_TIMEOUT_S = 120.0
+
+
 def _join_as_node(head: str) -> str:
     """Start a raylet here that joins ``head`` with no CPUs or GPUs, then connect to it.
 
@@ -53,9 +56,17 @@ def _join_as_node(head: str) -> str:
     joins the cluster as one that takes no tasks (KubeRay's head stays the scheduler).
     """
     import subprocess
+    from pathlib import Path
 
-    subprocess.run(["ray", "start", f"--address={head}", "--num-cpus=0", "--num-gpus=0",
-                    "--disable-usage-stats"], check=True)
+    ray_cli = Path(sys.executable).with_name("ray")  # this environment's Ray, not whatever PATH holds
+    cmd = [str(ray_cli), "start", f"--address={head}", "--num-cpus=0", "--num-gpus=0", "--disable-usage-stats"]
+    try:  # an unreachable head makes `ray start` retry for ever: fail the pod instead, with the reason
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=JOIN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"joining the Ray cluster at {head} took over {JOIN_TIMEOUT_S:.0f}s; check RAY_ADDRESS "
+                           "and that the head's GCS port is reachable from this pod") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"joining the Ray cluster at {head} failed ({done.returncode}): {done.stderr[-2000:]}")
     return "auto"
 
 
