@@ -86,7 +86,7 @@ async def test_invalid_events_go_to_the_dlq_and_the_batch_goes_on() -> None:
     pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=broker.send, summary_topic="sum")
     out = await pipe.process([_rec(1), _rec(9, b"{not json"), _rec(2), _rec(3)])
     assert out.results == 2
-    dlq = broker.values("x") or [orjson.loads(r.value) for r in out.records if r.topic == "events.dlq"]
+    dlq = [orjson.loads(r.value) for r in out.records if r.topic == "events.dlq"]
     assert [(d["stage"], d["offset"]) for d in dlq] == [("decode", 9), ("infer", 2)]
     assert "not valid JSON" in dlq[0]["error"] and dlq[1]["error_class"] == "TextTooLong"
     summary = orjson.loads(next(r.value for r in out.records if r.topic == "sum"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from schemas.topology import SamplingConfig
 from topologies.analytics import Deltas, finalize, merge, percentile
 from topologies.recommend import engagement_weight, item_labels, rank_items, update_affinity
@@ -50,8 +52,8 @@ def test_sentiment_window_reports_counts_and_mean_scores() -> None:
         d.add("sentiment", "text", f"count.{label}")
         d.add("sentiment", "text", f"score_sum.{label}", score)
     out = finalize("sentiment", d.as_dict()["sentiment|text"])
-    assert out == {"POSITIVE.count": 2, "POSITIVE.mean_score": 0.8, "NEGATIVE.count": 1,
-                   "NEGATIVE.mean_score": 0.6} or abs(out["POSITIVE.mean_score"] - 0.8) < 1e-9
+    assert out == pytest.approx({"POSITIVE.count": 2, "POSITIVE.mean_score": 0.8, "NEGATIVE.count": 1,
+                                 "NEGATIVE.mean_score": 0.6})
 
 
 def test_engagement_weight_follows_sentiment() -> None:
