@@ -50,9 +50,14 @@ def test_bench_echo_two_workers(kafka_bootstrap: str, tmp_path: Path) -> None:
     _complete(p, EVENTS)
 
     mb, sb = p["microbatch"], p["serve_batch"]["echo"]
-    assert mb["events"] == EVENTS and mb["batches"] >= EVENTS / BATCH
-    assert 0 < mb["fill"] <= 1 and 0 < mb["mean"] <= BATCH
+    route_batch = 4 * BATCH  # --microbatch's default: four model batches per Serve call
+    assert mb["events"] == EVENTS and mb["batch_size"] == route_batch and mb["batches"] >= EVENTS / route_batch
+    assert 0 < mb["fill"] <= 1 and 0 < mb["mean"] <= route_batch
+    # the replica splits each call into model batches of at most max_batch_size
     assert sb["items"] == EVENTS and sb["batches"] >= 1 and 0 < sb["fill"] <= 1 and sb["max"] <= BATCH
+    drain = p["drain"]  # the workers restarted on a filled topic: every event again, timed
+    assert drain["sent"] == EVENTS and drain["results"] == EVENTS and drain["missing"] == 0
+    assert drain["events_per_s"] > 0 and drain["seconds"] > 0
     assert p["worker_metrics"]["events_in"] == EVENTS and p["worker_metrics"]["results_out"] == EVENTS
 
     # both workers took partitions, between them every input partition, and their counts add up
