@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.events import SCHEMAS, ImageRef
 
-__all__ = ["EventDecodeError", "Limits", "decode", "decode_image_bytes", "encode", "model_for"]
+__all__ = ["SCHEMA_HEADER", "EventDecodeError", "Limits", "check_schema_header", "decode", "decode_image_bytes",
+           "encode", "model_for"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -80,8 +81,48 @@ def _check_limits(schema: str, obj: dict[str, Any], limits: Limits) -> None:
             )
 
 
-def decode(data: bytes | bytearray | memoryview | str, schema: str, limits: Limits = DEFAULT_LIMITS) -> Any:
+SCHEMA_HEADER = "ce_dataschema"
+"""The record header that may name an event's schema: CloudEvents' Kafka binding (binary mode),
+a URI whose last segment is the schema name, e.g. ``urn:infertide:schema:text.v1``."""
+
+
+def check_schema_header(value: bytes, expected: str) -> None:
+    """Accept a ``ce_dataschema`` header that names ``expected``; anything else is a decode error.
+
+    Raises:
+        EventDecodeError: the header names another schema, or a version this build does not know.
+    """
+    try:
+        uri = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EventDecodeError(expected, SCHEMA_HEADER, "header is not UTF-8") from None
+    name = uri.rstrip("/").replace(":", "/").rsplit("/", 1)[-1]
+    if name == expected:
+        return
+    family = expected.split(".")[0]
+    if name.split(".")[0] == family:
+        raise EventDecodeError(expected, SCHEMA_HEADER, f"unknown schema version {name!r} (header {uri!r}); "
+                               f"this build reads {expected}: upgrade the workers, or send {expected}")
+    raise EventDecodeError(expected, SCHEMA_HEADER, f"header names schema {name!r} ({uri!r}), but this route "
+                           f"reads {expected}; send it to the topic of its kind")
+
+
+def _unknown_fields(cls: type[BaseModel], obj: dict[str, Any]) -> list[str]:
+    """Keys of ``obj`` (and of its ``image``) that ``cls`` does not declare; input models ignore them."""
+    fields = cls.model_fields
+    extra = [k for k in obj if k not in fields]
+    image = obj.get("image")
+    if isinstance(image, dict) and "image" in fields:
+        extra += [f"image.{k}" for k in image if k not in ImageRef.model_fields]
+    return extra
+
+
+def decode(data: bytes | bytearray | memoryview | str, schema: str, limits: Limits = DEFAULT_LIMITS, *,
+           strict_fields: bool = False, unknown: list[str] | None = None) -> Any:
     """Decode and validate one record value into the model of ``schema``.
+
+    Fields the schema does not know are ignored (a newer producer may send them) and their
+    names appended to ``unknown`` when given; with ``strict_fields`` they are an error.
 
     Raises:
         EventDecodeError: for any bytes that are not a valid ``schema`` event.
@@ -99,6 +140,12 @@ def decode(data: bytes | bytearray | memoryview | str, schema: str, limits: Limi
     if not isinstance(obj, dict):
         raise EventDecodeError(schema, "", f"expected a JSON object, got {type(obj).__name__}")
     _check_limits(schema, obj, limits)
+    extra = _unknown_fields(cls, obj)
+    if extra:
+        if strict_fields:
+            raise EventDecodeError(schema, extra[0], "unknown field (not in the schema; this route has strict_fields)")
+        if unknown is not None:
+            unknown.extend(extra)
     try:
         # strict: the wire types are JSON Schema's, so "ts": "1" or "ts": true is an error, not coerced
         return cls.model_validate(obj, strict=True)

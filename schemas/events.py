@@ -46,7 +46,14 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BaseEvent(_Wire):
+class _Input(_Wire):
+    """Input events tolerate fields they do not know: a newer producer may add one. The codec
+    counts them, and a route with ``strict_fields`` rejects them instead."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class BaseEvent(_Input):
     """Fields every input event carries."""
 
     event_id: Id
@@ -63,7 +70,7 @@ class TextEvent(BaseEvent):
     lang: Annotated[str, Field(max_length=16)] | None = None
 
 
-class ImageRef(_Wire):
+class ImageRef(_Input):
     """An image inline (base64 in ``data``) or by reference (``uri``): exactly one of them."""
 
     # The same rule for JSON Schema users: exactly one of the two is a (non-null) string.
@@ -217,6 +224,11 @@ class DeadLetter(_Wire):
     error: str
     attempts: Annotated[int, Field(ge=0)] = 1
     ts: TimestampMs
+    # The original's size and digest; beyond ``limits.max_dead_letter_bytes`` ``original`` holds only its
+    # first bytes (``truncated``), and topic/partition/offset say where to fetch the whole record again.
+    original_size: Annotated[int, Field(ge=0)] | None = None
+    original_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    truncated: bool = False
 
 
 SCHEMAS: dict[str, type[_Wire]] = {

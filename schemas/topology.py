@@ -233,6 +233,8 @@ class RouteConfig(_Strict):
     max_attempts: PositiveInt = 3
     retry_backoff_s: PositiveFloat = 0.2
     sampling: SamplingConfig | None = None
+    # Reject events carrying fields the schema does not know (default: ignore and count them).
+    strict_fields: bool = False
 
 
 class AnalyticsConfig(_Strict):
@@ -271,6 +273,16 @@ class LimitsConfig(_Strict):
     max_image_bytes: PositiveInt = 5 * 1024 * 1024
     max_text_chars: PositiveInt = 10_000
     max_image_pixels: PositiveInt = 40_000_000
+    # A dead letter never exceeds this: beyond it the original is cut (its size and sha256 kept).
+    # Under the broker's default message.max.bytes (1 MiB), so the DLQ works on any cluster's defaults.
+    max_dead_letter_bytes: Annotated[int, Field(ge=16 * 1024)] = 1_000_000
+
+    @model_validator(mode="after")
+    def _limits_agree(self) -> LimitsConfig:
+        if self.max_image_bytes > self.max_event_bytes:
+            raise ValueError(f"max_image_bytes ({self.max_image_bytes}) is above max_event_bytes "
+                             f"({self.max_event_bytes}): an inline image travels inside an event; lower it")
+        return self
 
 
 class Topology(_Strict):
@@ -318,8 +330,9 @@ class Topology(_Strict):
         return self.topics.resolve(TASKS[self.models[model_name].task].output)
 
     def max_message_bytes(self) -> int:
-        """Largest record the topics accept: the decode limit plus room for a DLQ's base64 copy and headers."""
-        return self.limits.max_event_bytes * 4 // 3 + 64 * 1024
+        """Largest record the topics accept (their ``max.message.bytes``) and the producers send
+        (``max_request_size``): the decode limit plus room for headers, and never below a dead letter's cap."""
+        return max(self.limits.max_event_bytes + 64 * 1024, self.limits.max_dead_letter_bytes + 64 * 1024)
 
     def input_topic(self, route: RouteConfig) -> str:
         return self.topics.resolve(route.input)

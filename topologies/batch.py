@@ -8,13 +8,14 @@ Per event it does the minimum (one decode, one result encode); counting and metr
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from schemas.codec import EventDecodeError, Limits, decode
+from schemas.codec import SCHEMA_HEADER, EventDecodeError, Limits, check_schema_header, decode
 from schemas.tasks import EVENT_KINDS, TASKS
 from schemas.topology import RouteConfig, Topology
 from topologies.analytics import Deltas
@@ -24,6 +25,8 @@ from topologies.records import InputRecord, OutRecord, dead_letter, now_ms, resu
 from topologies.sampling import FrameSampler
 
 __all__ = ["SCHEMA_OF_KIND", "BatchOutput", "BatchProcessor", "Decoded", "InferenceFailed", "Observed"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_OF_KIND = {kind: spec.schema for kind, spec in EVENT_KINDS.items()}
 
@@ -77,6 +80,10 @@ class BatchProcessor:
         self.summary_topic = summary_topic
         self.schema = SCHEMA_OF_KIND[route.kind]
         self.limits = Limits.from_config(topology.limits)
+        self.max_dead_letter_bytes = topology.limits.max_dead_letter_bytes
+        self.strict_fields = route.strict_fields
+        self._unknown_seen: set[str] = set()
+        self.known_schemas = {spec.schema for spec in EVENT_KINDS.values()}
         self.dlq_topic = topology.topics.dlq
         self.tasks = {m: topology.models[m].task for m in route.models}
         self.outputs = {m: topology.output_topic(route, m) for m in route.models}
@@ -91,10 +98,14 @@ class BatchProcessor:
         out, deltas, valid = BatchOutput(), Deltas(), []
         deltas.add("events", self.name, "in", len(records))
         now = now_ms()
-        schema, limits, sampler = self.schema, self.limits, self.sampler
+        schema, limits, sampler, strict = self.schema, self.limits, self.sampler, self.strict_fields
+        unknown: list[str] = []
         for rec in records:
             try:
-                rec.event = decode(rec.value, schema, limits)
+                declared = rec.headers.get(SCHEMA_HEADER) if rec.headers else None
+                if declared is not None:
+                    check_schema_header(declared, schema)
+                rec.event = decode(rec.value, schema, limits, strict_fields=strict, unknown=unknown)
             except EventDecodeError as err:
                 self.dead_letter(out, rec, "decode", err)
                 continue
@@ -108,6 +119,13 @@ class BatchProcessor:
                     out.dropped += 1
                     continue
             valid.append(rec)
+        if unknown:  # tolerated (a newer producer); counted, and each new name logged once, so drift shows
+            METRICS.unknown_fields.labels(self.name).inc(len(unknown))
+            for name in set(unknown) - self._unknown_seen:
+                if len(self._unknown_seen) < 100:  # names come from producers: bounded
+                    self._unknown_seen.add(name)
+                    log.info("route %s: events carry field %r, not in %s; ignored (strict_fields: off)",
+                             self.name, name, self.schema)
         return Decoded(len(records), valid, out, deltas)
 
     def items(self, valid: list[InputRecord]) -> list[Any]:
@@ -187,7 +205,7 @@ class BatchProcessor:
                     attempts: int = 1, error_class: str | None = None) -> None:
         """The one place a record becomes a dead letter (record, offset bookkeeping and metric reason)."""
         record = dead_letter(rec, topic=self.dlq_topic, route=self.name, stage=stage, error=error,
-                             attempts=attempts, error_class=error_class)
+                             attempts=attempts, error_class=error_class, max_bytes=self.max_dead_letter_bytes)
         out.records.append(record)
         out.dead.add((rec.partition, rec.offset))
         reason = error_class or (type(error).__name__ if isinstance(error, BaseException) else "Error")

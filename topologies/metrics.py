@@ -19,6 +19,9 @@ class _Metrics:
                                    ["route", "topic"], registry=registry)
         self.dlq = Counter("infertide_dlq_total", "Records sent to the dead-letter topic",
                            ["route", "stage", "reason"], registry=registry)
+        self.unknown_fields = Counter("infertide_unknown_fields_total",
+                                      "Input fields the schema does not know, ignored (routes[].strict_fields: off)",
+                                      ["route"], registry=registry)
         self.frames_dropped = Counter("infertide_frames_dropped_total", "Video frames not inferred",
                                       ["route", "reason"], registry=registry)
         self.in_flight = Gauge("infertide_in_flight_calls", "Micro-batches in flight to Serve",

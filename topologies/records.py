@@ -7,6 +7,7 @@ shape of everything the agents write is unit-testable.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -65,15 +66,26 @@ def _headers(rec: InputRecord) -> tuple[tuple[str, bytes], ...]:
 
 def dead_letter(
     rec: InputRecord, *, topic: str, route: str, stage: str, error: BaseException | str, attempts: int = 1,
-    error_class: str | None = None,
+    error_class: str | None = None, max_bytes: int = 1_000_000,
 ) -> OutRecord:
-    """The ``dead_letter.v1`` record of an input that could not be processed."""
+    """The ``dead_letter.v1`` record of an input that could not be processed; never over ``max_bytes``.
+
+    A poison record must not stop a route because its dead letter is too big to produce: beyond
+    the cap the original is cut (``truncated``), and the letter keeps the original's size, sha256,
+    topic, partition and offset, so the whole record can be fetched again.
+    """
     event_id = getattr(rec.event, "event_id", None)
     message = str(error)[:4000]
+    raw = rec.value or b""
+    key = rec.key
+    if key is not None and len(key) > _MAX_KEY:  # a key counts toward the record's size too
+        key = hashlib.sha256(key).hexdigest().encode()
+    room = (max_bytes - _LETTER_OVERHEAD) * 3 // 4  # base64 grows by 4/3
+    kept = raw if len(raw) <= room else raw[:room]
     dl = DeadLetter(
         event_id=event_id,
-        original=base64.b64encode(rec.value or b"").decode(),
-        key=base64.b64encode(rec.key).decode() if rec.key is not None else None,
+        original=base64.b64encode(kept).decode(),
+        key=base64.b64encode(key).decode() if key is not None else None,
         topic=rec.topic,
         partition=rec.partition,
         offset=rec.offset,
@@ -83,8 +95,17 @@ def dead_letter(
         error=message or "(no message)",
         attempts=attempts,
         ts=now_ms(),
+        original_size=len(raw),
+        original_sha256=hashlib.sha256(raw).hexdigest(),
+        truncated=len(kept) < len(raw),
     )
-    return OutRecord(topic, rec.key, encode(dl), _headers(rec))
+    return OutRecord(topic, key, encode(dl), _headers(rec))
+
+
+_MAX_KEY = 1024
+# Everything in a letter but the original: ids, the error (<= 4,000 chars, up to 4 bytes each in
+# UTF-8 and 6 when JSON-escaped), the key (<= 1 KiB, base64), headers.
+_LETTER_OVERHEAD = 32 * 1024
 
 
 def result_record(rec: InputRecord, *, topic: str, reply: dict[str, Any], queue_ms: float,

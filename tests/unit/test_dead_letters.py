@@ -1,0 +1,73 @@
+"""Dead letters always fit; unknown fields and schema headers at decode (pure logic, no broker)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import orjson
+import pytest
+
+from schemas.codec import EventDecodeError, check_schema_header
+from schemas.events import DeadLetter
+from schemas.topology import ConfigError, parse_topology
+from topologies.batch import BatchProcessor
+from topologies.records import InputRecord, dead_letter
+
+
+def _rec(value: bytes, key: bytes | None = b"k", headers: dict[str, bytes] | None = None) -> InputRecord:
+    return InputRecord("events.text", 2, 41, key, value, headers or {})
+
+
+@pytest.mark.parametrize("size", [10, 700_000, 900_000, 3_000_000])
+def test_a_dead_letter_never_exceeds_its_cap_and_says_how_to_fetch_the_original(size: int) -> None:
+    value = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    out = dead_letter(_rec(value, key=b"K" * 5000), topic="dlq", route="text", stage="decode",
+                      error="é" * 10_000, max_bytes=1_000_000)
+    assert len(out.value) + len(out.key or b"") <= 1_000_000
+    letter = DeadLetter.model_validate_json(out.value)
+    kept = base64.b64decode(letter.original)
+    assert letter.original_size == size and letter.original_sha256 == hashlib.sha256(value).hexdigest()
+    assert letter.truncated == (len(kept) < size) and value.startswith(kept)
+    assert (letter.topic, letter.partition, letter.offset) == ("events.text", 2, 41)
+    assert size > 700_000 or not letter.truncated, "small originals travel whole"
+
+
+def test_unknown_fields_are_ignored_and_counted_unless_the_route_is_strict() -> None:
+    value = orjson.dumps({"event_id": "e", "ts": 1, "text": "hi", "sentiment_hint": "neutral"})
+    for strict, ok in ((False, True), (True, False)):
+        topology = parse_topology({"models": {"s": {"task": "sentiment", "model": "x"}},
+                                   "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["s"],
+                                               "strict_fields": strict}]})
+        batch = BatchProcessor(topology, topology.routes[0], None).decode([_rec(value)])
+        assert len(batch.valid) == int(ok)
+        if not ok:
+            letter = orjson.loads(batch.out.records[0].value)
+            assert letter["stage"] == "decode" and "unknown field" in letter["error"] and "sentiment_hint" in letter["error"]
+
+
+def test_the_schema_header_is_checked() -> None:
+    check_schema_header(b"urn:infertide:schema:text.v1", "text.v1")
+    check_schema_header(b"https://schemas.example.com/infertide/text.v1", "text.v1")
+    with pytest.raises(EventDecodeError, match="unknown schema version 'text.v2'"):
+        check_schema_header(b"urn:infertide:schema:text.v2", "text.v1")
+    with pytest.raises(EventDecodeError, match="names schema 'image.v1'"):
+        check_schema_header(b"image.v1", "text.v1")
+    topology = parse_topology({"models": {"s": {"task": "sentiment", "model": "x"}},
+                               "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["s"]}]})
+    value = orjson.dumps({"event_id": "e", "ts": 1, "text": "hi"})
+    batch = BatchProcessor(topology, topology.routes[0], None).decode(
+        [_rec(value, headers={"ce_dataschema": b"urn:infertide:schema:text.v9"}), _rec(value)])
+    assert len(batch.valid) == 1 and "text.v9" in orjson.loads(batch.out.records[0].value)["error"]
+
+
+def test_limits_that_cannot_agree_fail_at_load_naming_the_keys() -> None:
+    with pytest.raises(ConfigError, match="max_image_bytes"):
+        parse_topology({"models": {"s": {"task": "sentiment", "model": "x"}},
+                        "routes": [{"name": "t", "input": "text", "kind": "text", "models": ["s"]}],
+                        "limits": {"max_event_bytes": 1_000_000, "max_image_bytes": 2_000_000}})
+    topology = parse_topology({"models": {"s": {"task": "sentiment", "model": "x"}},
+                               "routes": [{"name": "t", "input": "text", "kind": "text", "models": ["s"]}],
+                               "limits": {"max_event_bytes": 100_000, "max_image_bytes": 50_000,
+                                          "max_dead_letter_bytes": 1_000_000}})
+    assert topology.max_message_bytes() >= 1_000_000 + 64 * 1024  # topics and producers take any dead letter
