@@ -30,7 +30,7 @@ from topologies.route_consumer import RouteConsumer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
-N = 1200
+N = 1600
 PARTITIONS = 4
 
 
@@ -172,14 +172,14 @@ async def _run(kafka_bootstrap: str, *, drain_s: float, second_joins_while: str)
     where = await _produce(topology)
     ends = {p: max(off for q, off in where.values() if q == p) + 1 for p in range(PARTITIONS)}
     commits: list[tuple[float, dict[TopicPartition, int]]] = []
-    first, second = Echo(delay=0.05), Echo()
+    first, second = Echo(delay=0.25), Echo()  # slow enough that work is left when the second joins
     c1 = RouteConsumer(topology, infer=first, summary_topic=None)
     c2 = RouteConsumer(topology, infer=second, summary_topic=None)
     await c1.start()
     _spy_commits(c1, commits)
     executor = c1.routes[topology.topics.text].pipeline.executor
     try:
-        await _wait(lambda: first.calls >= 8 and commits, 60, "the first consumer to commit")
+        await _wait(lambda: first.calls >= 4 and commits, 60, "the first consumer to commit")
         if second_joins_while == "blocked":
             first.gate.clear()  # the next calls hang: in-flight batches outlive the drain timeout
             await _wait(lambda: executor.outstanding >= 2, 30, "batches stuck in flight")
