@@ -228,7 +228,7 @@ class RouteConfig(_Strict):
     outputs: dict[str, str] = Field(default_factory=dict)
     batch_size: PositiveInt = 64
     batch_within_s: PositiveFloat = 0.05
-    max_in_flight: PositiveInt = 2
+    max_in_flight: PositiveInt = 4
     call_timeout_s: PositiveFloat = 30.0
     max_attempts: PositiveInt = 3
     retry_backoff_s: PositiveFloat = 0.2

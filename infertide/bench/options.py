@@ -55,7 +55,7 @@ class BenchOptions:
     bootstrap: str | None = None
     timeout_s: float = 300.0
     workdir: Path | None = None
-    max_in_flight: int = 2
+    max_in_flight: int = 4
     batch_within_s: float = 0.05
     warmup_events: int = 64
     workers: int = 1
