@@ -11,7 +11,6 @@ import typer
 from rich.table import Table
 
 from infertide.cli import Bootstrap, app, console, err_console
-from schemas.tasks import TASKS
 from schemas.topology import TOPIC_ALIASES, Topology, load_topology, parse_topology
 
 __all__ = ["demo", "demo_topology"]

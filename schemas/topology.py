@@ -8,14 +8,15 @@ load with a message that names the key and the fix.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from schemas.config_base import ConfigError, PositiveFloat, PositiveInt, Strict, did_you_mean, explain
+from schemas.kafka_config import KafkaConfig
 from schemas.tasks import EVENT_KINDS, TASKS
 
 __all__ = [
@@ -44,86 +45,9 @@ ModelTask = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 EventKind = Literal[tuple(EVENT_KINDS)]  # type: ignore[valid-type]
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
 Device = Literal["auto", "cpu", "cuda"]
-SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"]
-
-PositiveFloat = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class ConfigError(ValueError):
-    """A topology config that cannot be used; the message names the key and the fix."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KafkaConfig(_Strict):
-    """How to reach the brokers. ``INFERTIDE_KAFKA_BOOTSTRAP_SERVERS`` or
-    ``KAFKA_BOOTSTRAP_SERVERS`` override ``bootstrap_servers`` at load."""
-
-    bootstrap_servers: str = "127.0.0.1:9092"
-    security_protocol: SecurityProtocol = "PLAINTEXT"
-    sasl_mechanism: SaslMechanism | None = None
-    sasl_username: str | None = None
-    # The password is never written in the YAML: name the environment variable that holds it.
-    sasl_password_env: str | None = "KAFKA_SASL_PASSWORD"
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    # Also the Faust app id: it prefixes internal topics (``<group>-summaries``, table changelogs).
-    consumer_group: str = "infertide"
-    session_timeout_s: PositiveFloat = 10.0
-    heartbeat_interval_s: PositiveFloat = 3.0
-    commit_interval_s: PositiveFloat = 1.0
-    producer_linger_s: Annotated[float, Field(ge=0)] = 0.005
-    # On a rebalance, how long in-flight batches may take to finish before they are abandoned
-    # (not committed; read again by the partition's next owner). The group waits this long at most.
-    revoke_drain_timeout_s: PositiveFloat = 30.0
-
-    @model_validator(mode="after")
-    def _sasl_needs_mechanism(self) -> KafkaConfig:
-        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
-            raise ValueError(
-                "security_protocol is SASL_* but sasl_mechanism is not set; "
-                "add e.g. `sasl_mechanism: SCRAM-SHA-512` under `kafka:`"
-            )
-        return self
-
-    @property
-    def routes_group(self) -> str:
-        """The consumer group of the route consumers (``<consumer_group>-routes``); scale and watch lag on it."""
-        return f"{self.consumer_group}-routes"
-
-    def sasl_password(self) -> str | None:
-        """The SASL password read from the environment variable the config names."""
-        return os.environ.get(self.sasl_password_env) if self.sasl_password_env else None
-
-    def client_kwargs(self, bootstrap: str | None = None) -> dict[str, Any]:
-        """Bootstrap, protocol and SASL settings under the names kafka-python and aiokafka share.
-
-        Raises:
-            ConfigError: SASL PLAIN/SCRAM is configured but the password variable is not set.
-        """
-        kw: dict[str, Any] = {"bootstrap_servers": bootstrap or self.bootstrap_servers,
-                              "security_protocol": self.security_protocol}
-        if self.security_protocol.startswith("SASL"):
-            kw["sasl_mechanism"] = self.sasl_mechanism
-            if self.sasl_username is not None:
-                kw["sasl_plain_username"] = self.sasl_username
-            if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-                password = self.sasl_password()
-                if password is None:
-                    raise ConfigError(
-                        f"kafka.sasl_mechanism is {self.sasl_mechanism} but the environment variable "
-                        f"{self.sasl_password_env!r} (kafka.sasl_password_env) is not set; export it with the password"
-                    )
-                kw["sasl_plain_password"] = password
-        return kw
-
-
-class TopicsConfig(_Strict):
+class TopicsConfig(Strict):
     """Topic names (defaults as in DESIGN.md) and how topics are created."""
 
     text: str = "events.text"
@@ -153,7 +77,7 @@ class TopicsConfig(_Strict):
 TOPIC_ALIASES: tuple[str, ...] = tuple(n for n, f in TopicsConfig.model_fields.items() if f.annotation is str)
 
 
-class BatchingConfig(_Strict):
+class BatchingConfig(Strict):
     """Serve's ``@serve.batch`` settings. ``max_batch_size`` counts items, not calls."""
 
     max_batch_size: PositiveInt = 64
@@ -161,7 +85,7 @@ class BatchingConfig(_Strict):
     max_concurrent_batches: PositiveInt = 1
 
 
-class AutoscalingConfig(_Strict):
+class AutoscalingConfig(Strict):
     """Serve autoscaling on ongoing requests per replica."""
 
     min_replicas: Annotated[int, Field(ge=0)] = 1
@@ -175,7 +99,7 @@ class AutoscalingConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """One Serve deployment hosting one pretrained model.
 
     ``model`` is a Hugging Face hub id, an ultralytics weight name (``yolo11n.pt``,
@@ -209,7 +133,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class SamplingConfig(_Strict):
+class SamplingConfig(Strict):
     """Video frame sampling per ``stream_id``: every Nth frame and/or at most F frames/s."""
 
     every_n: PositiveInt = 1
@@ -217,7 +141,7 @@ class SamplingConfig(_Strict):
     max_lag_ms: PositiveInt | None = 30_000
 
 
-class RouteConfig(_Strict):
+class RouteConfig(Strict):
     """Input topic -> model deployment(s) -> output topic per model."""
 
     name: str
@@ -237,7 +161,7 @@ class RouteConfig(_Strict):
     strict_fields: bool = False
 
 
-class AnalyticsConfig(_Strict):
+class AnalyticsConfig(Strict):
     """Tumbling windows over the results. A window stays readable (web views) until it
     expires, ``expires_s`` after it starts, and is then emitted to the analytics topic."""
 
@@ -253,7 +177,7 @@ class AnalyticsConfig(_Strict):
         return self
 
 
-class RecommendationsConfig(_Strict):
+class RecommendationsConfig(Strict):
     """Per-user affinity and top-k items from the recent item pool."""
 
     enabled: bool = True
@@ -262,11 +186,11 @@ class RecommendationsConfig(_Strict):
     affinity_decay: Annotated[float, Field(gt=0, le=1)] = 0.9
 
 
-class DeliveryConfig(_Strict):
+class DeliveryConfig(Strict):
     processing_guarantee: ProcessingGuarantee = "at-least-once"
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(Strict):
     """Enforced when events are decoded."""
 
     max_event_bytes: PositiveInt = 8 * 1024 * 1024
@@ -285,7 +209,7 @@ class LimitsConfig(_Strict):
         return self
 
 
-class Topology(_Strict):
+class Topology(Strict):
     """The whole topology; see ``topologies/default.yaml`` for an annotated example."""
 
     name: str = "infertide"
@@ -309,7 +233,7 @@ class Topology(_Strict):
             names.add(route.name)
             for model in [*route.models, *route.outputs]:
                 if model not in self.models:
-                    hint = _did_you_mean(model, self.models)
+                    hint = did_you_mean(model, self.models)
                     raise ValueError(
                         f"route {route.name!r} names model {model!r}, which is not under `models:`"
                         f" (known: {sorted(self.models)}){hint}"
@@ -344,49 +268,6 @@ class Topology(_Strict):
         )
 
 
-def _did_you_mean(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """The field names allowed at a location, for 'did you mean' on unknown keys."""
-    model: Any = Topology
-    for part in loc[:-1]:
-        if model is None:
-            return []
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:  # a dict key (a model's name): the value type is already current
-            continue
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        candidates = [ann, *args]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if model is None:
-            inner = [a for c in args for a in getattr(c, "__args__", ())]
-            model = next((c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return list(model.model_fields) if model is not None and hasattr(model, "model_fields") else []
-
-
-def _explain(err: ValidationError, source: str) -> str:
-    lines = [f"invalid topology config {source}:"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            hint = _did_you_mean(str(e["loc"][-1]), _fields_at(e["loc"]))
-            lines.append(f"  {key}: unknown key{hint or '; remove it'}")
-        elif e["type"] == "missing":
-            lines.append(f"  {key}: required key is missing; add it")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = e.get("input")
-            # a whole section as "got" buries the message; show scalars only
-            lines.append(f"  {key}: {msg}" + ("" if isinstance(got, (dict, list)) else f" (got {got!r})"))
-    return "\n".join(lines)
-
-
 def parse_topology(data: dict[str, Any], source: str = "<dict>") -> Topology:
     """Validate a topology from plain data, applying the bootstrap env override."""
     if not isinstance(data, dict):
@@ -399,7 +280,7 @@ def parse_topology(data: dict[str, Any], source: str = "<dict>") -> Topology:
     try:
         return Topology.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_explain(err, source)) from None
+        raise ConfigError(explain(err, source, Topology)) from None
 
 
 def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
