@@ -147,14 +147,33 @@ class LocalKafka:
                 f"-Dlog4j.configuration=file:{self.workdir / 'log4j.properties'}", "-cp", f"{libs}/*"]
 
     def start(self, timeout: float = 60.0) -> LocalKafka:
-        """Format (first time only), start and wait until the broker answers."""
+        """Format (first time only), start and wait until the broker answers.
+
+        Starting again after :meth:`stop` on the same ``workdir`` (and port) keeps the topics,
+        the records and the committed offsets: a broker restart, as clients see one.
+        """
         libs = ensure_jars(self.version)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.port == 0:
             self.port = free_port()
-        config = self._write_config(free_port())
+        # A restart on the same folder keeps its data: same controller port, same cluster, no format.
+        saved = self.workdir / "controller.port"
         data = self.workdir / "data"
-        if data.exists():  # the controller port changed: a fresh log is simpler than a re-vote
+        controller = int(saved.read_text()) if saved.exists() and data.exists() else free_port()
+        config = self._write_config(controller)
+        if not (data / "meta.properties").exists():
+            self._format(libs, config)
+            saved.write_text(str(controller))
+        log = self.log_file.open("ab")
+        self.proc = subprocess.Popen([*self._java(libs), "kafka.Kafka", str(config)], stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(str(self.proc.pid))
+        self.wait_ready(timeout)
+        return self
+
+    def _format(self, libs: Path, config: Path) -> None:
+        data = self.workdir / "data"
+        if data.exists():  # a half-formatted folder from an interrupted start
             shutil.rmtree(data)
         cluster_id = "-"
         while cluster_id.startswith("-"):  # StorageTool reads "-t -xyz" as an option (1 in 64 ids); Kafka avoids them too
@@ -163,12 +182,6 @@ class LocalKafka:
                               "-c", str(config)], capture_output=True, text=True)
         if fmt.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}\n{fmt.stderr}")
-        log = self.log_file.open("wb")
-        self.proc = subprocess.Popen([*self._java(libs), "kafka.Kafka", str(config)], stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid_file.write_text(str(self.proc.pid))
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
