@@ -45,7 +45,9 @@ def port_free(port: int) -> bool:
 
 
 def _reason(status: int, body: bytes) -> str:
-    """The ``reason`` of a ``/healthz`` JSON answer, else the status and the start of the body."""
+    """The ``reason`` of a ``/healthz`` JSON answer, else the status and the start of the body (0: no answer)."""
+    if status == 0:
+        return f"no answer ({body.decode(errors='replace')})"
     try:
         reason = json.loads(body).get("reason")
     except (ValueError, AttributeError):
@@ -198,7 +200,7 @@ class LocalStack:
         """Why worker ``i`` must be restarted (exit, or the last of a run of failed ``/healthz``), else None."""
         if not w.alive():
             code = w.proc.returncode if w.proc else None
-            return f"exited (code {code}: {w.tail(1).strip() or 'no log output'})"
+            return f"exited (code {code}: {w.tail(1).strip()[-200:] or 'no log output'})"
         try:
             status, body = w.get("/healthz", timeout=2.0)
         except OSError as err:
