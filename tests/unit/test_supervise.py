@@ -54,3 +54,12 @@ def test_three_bad_checks_in_a_row_make_one_failure() -> None:
 def test_die_with_parent_only_on_linux() -> None:
     hook = die_with_parent()
     assert (hook is not None) == sys.platform.startswith("linux")
+
+
+def test_health_reason_is_read_from_the_json_body() -> None:
+    from infertide.stack import _reason
+
+    assert _reason(503, b'{"ok": false, "reason": "stalled: lag 40, no commit for 30 s"}') == \
+        "stalled: lag 40, no commit for 30 s"
+    assert _reason(0, b"timed out") == "no answer (timed out)"
+    assert _reason(500, b"oops") == "HTTP 500 oops"
