@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infertide.supervise import die_with_parent
+
 __all__ = [
     "KAFKA_VERSION", "BrokerError", "LocalKafka", "answers_metadata", "ensure_jars", "free_port", "project_cache",
     "terminate",
@@ -92,12 +94,14 @@ class LocalKafka:
         workdir: data, config and log folder (created).
         port: client port on 127.0.0.1 (0 picks a free one).
         heap: JVM heap, small by default.
+        tie_to_parent: SIGTERM the broker when the process that started it dies (Linux); False for a detached one.
     """
 
     workdir: Path
     port: int = 0
     heap: str = "512m"
     version: str = KAFKA_VERSION
+    tie_to_parent: bool = True
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -164,9 +168,10 @@ class LocalKafka:
         if not (data / "meta.properties").exists():
             self._format(libs, config)
             saved.write_text(str(controller))
-        log = self.log_file.open("ab")
-        self.proc = subprocess.Popen([*self._java(libs), "kafka.Kafka", str(config)], stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen([*self._java(libs), "kafka.Kafka", str(config)], stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=die_with_parent() if self.tie_to_parent else None)
         self.pid_file.write_text(str(self.proc.pid))
         self.wait_ready(timeout)
         return self

@@ -129,7 +129,7 @@ def kafka_start(port: Annotated[int, typer.Option(help="Client port on 127.0.0.1
     run_dir = _run_dir(dir)
     if (pid := _broker_pid(run_dir)) is not None:
         raise _fail(f"a broker is already running from {run_dir} (pid {pid}); infertide kafka stop first")
-    broker = LocalKafka(run_dir, port=port)
+    broker = LocalKafka(run_dir, port=port, tie_to_parent=foreground)  # detached: outlives us
     t0 = time.monotonic()
     try:
         with console.status(f"starting Kafka {broker.version} on 127.0.0.1:{port}..."):

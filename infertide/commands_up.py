@@ -47,7 +47,7 @@ def up(
     ctx: typer.Context,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Faust worker processes.")] = 1,
     num_cpus: Annotated[int | None, typer.Option("--num-cpus", help="CPUs for Ray (default: all).")] = None,
-    max_restarts: Annotated[int, typer.Option("--max-restarts", help="Restarts per crashed worker.")] = 3,
+    max_restarts: Annotated[int, typer.Option("--max-restarts", help="Restarts in a row per failing worker before giving up.")] = 3,
     tiny: Annotated[bool, typer.Option("--tiny", help=(
         "Swap every model for a tiny local one of the same task (random weights, offline), "
         "as the demo does; topics and routes stay the config's."))] = False,
@@ -59,7 +59,9 @@ def up(
     First checks that every model's checkpoint loads here (local path, or in the
     Hugging Face / ultralytics cache, or downloadable) and stops in seconds with
     one line per model that does not (see [b]infertide models list / pull[/b]).
-    A crashed worker is reported and restarted (at most --max-restarts times).
+    A worker that exits, or fails /healthz 3 checks in a row, is reported (exit code and last log line, or the
+    health reason) and restarted after a backoff (1 s doubling to 30 s; reset after a healthy minute), at most
+    --max-restarts times in a row.
     Ctrl-C or SIGTERM stops the workers, then Serve and Ray, then the broker
     this command started. Ray/Serve logs go to files in the run folder (printed).
 

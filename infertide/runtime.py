@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infertide.broker import free_port, terminate
+from infertide.supervise import die_with_parent
 from schemas.topology import Topology
 
 __all__ = ["RayServe", "WorkerProcess", "deploy_failure", "local_env", "route_ray_logs"]
@@ -171,9 +172,9 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "infertide", "--config", str(self.config_path), "worker",
                "--ray-address", self.ray_address, "--web-port", str(self.web_port)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=local_env(self.env),
-                                     start_new_session=True)
+        with self.log_path.open("ab") as log_file:  # the child holds its own copy; ours would leak per restart
+            self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=local_env(self.env),
+                                         start_new_session=True, preexec_fn=die_with_parent())
         return self
 
     @property

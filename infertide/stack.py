@@ -8,6 +8,7 @@ its own PID.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -22,6 +23,7 @@ import yaml
 
 from infertide.broker import LocalKafka, free_port, project_cache
 from infertide.runtime import RayServe, WorkerProcess
+from infertide.supervise import RestartPolicy
 from schemas.topology import Topology, parse_topology
 
 __all__ = ["LocalStack", "StackError", "port_free"]
@@ -42,6 +44,17 @@ def port_free(port: int) -> bool:
             return False
 
 
+def _reason(status: int, body: bytes) -> str:
+    """The ``reason`` of a ``/healthz`` JSON answer, else the status and the start of the body (0: no answer)."""
+    if status == 0:
+        return f"no answer ({body.decode(errors='replace')})"
+    try:
+        reason = json.loads(body).get("reason")
+    except (ValueError, AttributeError):
+        reason = None
+    return str(reason) if reason else f"HTTP {status} {body[:200].decode(errors='replace')}"
+
+
 @dataclass
 class LocalStack:
     """Start, supervise and stop the local pipeline for one topology.
@@ -54,7 +67,7 @@ class LocalStack:
         env: extra environment for Ray and the workers (e.g. the offline model env).
         num_cpus: CPUs Ray may schedule on.
         say: progress callback (one line per step).
-        max_restarts: restarts allowed per worker before :meth:`supervise` gives up.
+        max_restarts: restarts in a row (without a healthy minute between) before :meth:`supervise` gives up.
         kafka_port: port for the local broker (0: a free one).
         verbose: show Ray/Serve log lines on stderr too (they always go to files in ``workdir``).
     """
@@ -72,7 +85,9 @@ class LocalStack:
     kafka: LocalKafka | None = None
     serve: RayServe | None = None
     procs: list[WorkerProcess] = field(default_factory=list)
-    restarts: list[int] = field(default_factory=list)
+    policies: list[RestartPolicy] = field(default_factory=list)
+    _due: dict[int, float] = field(default_factory=dict)  # worker index -> when its restart is due
+    _answered: set[int] = field(default_factory=set)  # workers whose /healthz has answered since they started
     config_path: Path | None = None
 
     # ------------------------------------------------------------------ start
@@ -122,7 +137,7 @@ class LocalStack:
         for i in range(self.workers):
             port = self.topology.web_port if i == 0 else free_port()
             self.procs.append(self._worker(i, port).start())
-            self.restarts.append(0)
+            self.policies.append(RestartPolicy(max_restarts=self.max_restarts))
         self.say(f"starting {self.workers} Faust worker(s) ...")
         for w in self.procs:
             w.wait_ready(ready_timeout)
@@ -149,24 +164,59 @@ class LocalStack:
         return orjson.loads(body) if status == 200 else None
 
     # ------------------------------------------------------------------ supervise
-    def check(self) -> list[str]:
-        """Restart dead workers (bounded); returns what happened. Raises :class:`StackError` past the bound."""
+    def check(self, now: float | None = None) -> list[str]:
+        """One supervision pass: restart exited or unhealthy workers with backoff; returns what happened.
+
+        A worker that exited, or whose ``/healthz`` failed ``unhealthy_checks`` times in a row, is stopped and
+        restarted after its :class:`RestartPolicy` delay. Raises :class:`StackError` when the policy gives up.
+        """
+        now = time.monotonic() if now is None else now
         events = []
         for i, w in enumerate(self.procs):
-            if w.alive():
+            policy = self.policies[i]
+            if i in self._due:
+                if now >= self._due[i]:
+                    del self._due[i]
+                    self.procs[i] = self._worker(i, w.web_port).start()
+                    policy.restarted(now)
+                    self._answered.discard(i)
+                    events.append(f"worker {i} restarted (pid {self.procs[i].proc.pid})")  # type: ignore[union-attr]
                 continue
-            code = w.proc.returncode if w.proc else None
-            if self.restarts[i] >= self.max_restarts:
-                raise StackError(f"worker {i} exited with {code} and was restarted {self.restarts[i]} times; "
-                                 f"giving up. Last log lines ({w.log_path}):\n{w.tail(20)}")
-            self.restarts[i] += 1
-            events.append(f"worker {i} (pid {w.proc.pid if w.proc else '?'}) exited with {code}; "
-                          f"restarting ({self.restarts[i]}/{self.max_restarts}); log {w.log_path}")
-            self.procs[i] = self._worker(i, w.web_port).start()
+            why = self._failure(i, w, now)
+            if why is None:
+                continue
+            delay = policy.failed(now)
+            if delay is None:
+                w.stop(timeout=10)
+                raise StackError(f"worker {i} {why}; restarted {policy.max_restarts} times in a row without a "
+                                 f"healthy {policy.reset_after:.0f} s, giving up. Last log lines ({w.log_path}):\n"
+                                 f"{w.tail(20)}")
+            w.stop(timeout=10)
+            self._due[i] = now + delay
+            events.append(f"worker {i} {why}; restarting in {delay:g} s (log {w.log_path})")
         return events
 
+    def _failure(self, i: int, w: WorkerProcess, now: float) -> str | None:
+        """Why worker ``i`` must be restarted (exit, or the last of a run of failed ``/healthz``), else None."""
+        if not w.alive():
+            code = w.proc.returncode if w.proc else None
+            return f"exited (code {code}: {w.tail(1).strip()[-200:] or 'no log output'})"
+        try:
+            status, body = w.get("/healthz", timeout=2.0)
+        except OSError as err:
+            if i not in self._answered:  # still starting up: not an answer yet
+                return None
+            status, body = 0, str(err).encode()
+        self._answered.add(i)
+        if status == 200:
+            self.policies[i].healthy(now)
+            return None
+        if not self.policies[i].unhealthy():
+            return None
+        return f"unhealthy ({self.policies[i].unhealthy_checks} failed /healthz checks: {_reason(status, body)})"
+
     def supervise(self, stop: threading.Event, interval: float = 1.0) -> None:
-        """Until ``stop`` is set: watch the workers, restart crashed ones, report through ``say``."""
+        """Until ``stop`` is set: watch the workers, restart failed ones, report through ``say``."""
         while not stop.wait(interval):
             for line in self.check():
                 self.say(line)

@@ -141,7 +141,9 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
             await asyncio.gather(produce(), consume())
         else:
             await produce()
-            await asyncio.to_thread(hold)
+            # In this (main) thread on purpose: workers started here die with the thread that started
+            # them (PR_SET_PDEATHSIG), and a to_thread worker thread ends with this event loop.
+            hold()
             await consume()
     finally:
         await consumer.stop()
