@@ -18,7 +18,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from infertide.broker_tls import SaslSsl
 from infertide.supervise import die_with_parent
 
 __all__ = [
@@ -95,6 +97,8 @@ class LocalKafka:
         port: client port on 127.0.0.1 (0 picks a free one).
         heap: JVM heap, small by default.
         tie_to_parent: SIGTERM the broker when the process that started it dies (Linux); False for a detached one.
+        sasl_ssl: clients connect with SASL_SSL (SCRAM-SHA-512 over TLS) instead of PLAINTEXT; the CA, the
+            certificate and the passwords are made in ``workdir/tls`` (see :attr:`tls`).
     """
 
     workdir: Path
@@ -102,7 +106,9 @@ class LocalKafka:
     heap: str = "512m"
     version: str = KAFKA_VERSION
     tie_to_parent: bool = True
+    sasl_ssl: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    tls: SaslSsl | None = field(default=None, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -138,7 +144,11 @@ class LocalKafka:
             "message.max.bytes": str(16 * 1024 * 1024),
             "log.retention.hours": "24",
         }
+        if self.tls is not None:
+            props.update(self.tls.broker_properties(self.port, controller_port))
         path = self.workdir / "server.properties"
+        path.touch(mode=0o600)  # it may hold the key store's and the broker's passwords
+        path.chmod(0o600)
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.workdir / "log4j.properties").write_text(_LOG4J.format(log=self.workdir / "kafka-server.log"))
         return path
@@ -160,6 +170,8 @@ class LocalKafka:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.port == 0:
             self.port = free_port()
+        if self.sasl_ssl and self.tls is None:
+            self.tls = SaslSsl.load_or_create(self.workdir / "tls")
         # A restart on the same folder keeps its data: same controller port, same cluster, no format.
         saved = self.workdir / "controller.port"
         data = self.workdir / "data"
@@ -183,8 +195,9 @@ class LocalKafka:
         cluster_id = "-"
         while cluster_id.startswith("-"):  # StorageTool reads "-t -xyz" as an option (1 in 64 ids); Kafka avoids them too
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        scram = self.tls.format_args() if self.tls is not None else []  # salted hashes, no password
         fmt = subprocess.run([*self._java(libs), "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                              "-c", str(config)], capture_output=True, text=True)
+                              "-c", str(config), *scram], capture_output=True, text=True)
         if fmt.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}\n{fmt.stderr}")
 
@@ -195,13 +208,17 @@ class LocalKafka:
             if self.proc is not None and self.proc.poll() is not None:
                 raise BrokerError(f"Kafka exited with {self.proc.returncode}; see {self.log_file}")
             try:
-                if answers_metadata(self.bootstrap):
+                if answers_metadata(self.bootstrap, **self.client_kwargs()):
                     return
             except Exception as err:  # noqa: BLE001 - keep polling until the deadline
                 last = err
             time.sleep(0.3)
         self.stop()
         raise BrokerError(f"Kafka did not answer on {self.bootstrap} within {timeout}s ({last}); see {self.log_file}")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """kafka-python settings beyond the bootstrap that this listener needs (SASL_SSL: the password too)."""
+        return self.tls.client_kwargs() if self.tls is not None else {}
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (clean shutdown), then SIGKILL after ``timeout``; only our own PID."""
@@ -230,13 +247,14 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
     return proc.returncode
 
 
-def answers_metadata(bootstrap: str) -> bool:
+def answers_metadata(bootstrap: str, **client_kw: Any) -> bool:
     host, port = bootstrap.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=1):
         pass
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="infertide-probe")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="infertide-probe",
+                             **client_kw)
     try:
         admin.list_topics()
         return True
