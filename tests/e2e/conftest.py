@@ -70,13 +70,14 @@ def stack(kafka_bootstrap: str, tiny_models_dir: Path, offline_model_env: dict[s
 
 
 def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool], timeout: float,
-               decode: bool = True) -> list[Any]:
+               decode: bool = True, **client_kw: Any) -> list[Any]:
     """Every record of ``topic`` from the beginning, read until ``until(records)`` or ``timeout``.
 
-    Records are ``(partition, offset, value)`` with ``value`` decoded from JSON.
+    Records are ``(partition, offset, value)`` with ``value`` decoded from JSON. ``client_kw``: more
+    kafka-python settings (security).
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id=f"t-{uuid.uuid4().hex[:6]}")
+                             auto_offset_reset="earliest", client_id=f"t-{uuid.uuid4().hex[:6]}", **client_kw)
     parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
