@@ -15,6 +15,7 @@ import mimetypes
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -25,6 +26,7 @@ from schemas.codec import Limits, decode, encode
 from schemas.events import ImageEvent, ImageRef, TextEvent, VideoFrameEvent
 from schemas.tasks import event_schema
 from schemas.topology import Topology
+from schemas.tracing import HEADER, new_traceparent, span_traceparent, tracer
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -103,6 +105,7 @@ async def aproduce_events(topology: Topology, topic: str, events: Iterable[BaseM
         max_batch_size=512 * 1024, max_request_size=max_message_bytes(topology),
         **aiokafka_kwargs(topology.kafka, bootstrap))
     await producer.start()
+    otel = tracer(TRACING_SERVICE)
     sent = nbytes = 0
     start = time.perf_counter()
     try:
@@ -110,7 +113,8 @@ async def aproduce_events(topology: Topology, topic: str, events: Iterable[BaseM
         for event in events:
             value = encode(event)
             decode(value, event_schema(event), limits)  # the same check a worker makes
-            pending.append(await producer.send(topic, value, key=_key_of(event)))
+            headers = [(HEADER, _traceparent(otel, topic))]
+            pending.append(await producer.send(topic, value, key=_key_of(event), headers=headers))
             nbytes += len(value)
             if len(pending) >= _CHUNK:
                 await asyncio.gather(*pending)
@@ -126,6 +130,21 @@ async def aproduce_events(topology: Topology, topic: str, events: Iterable[BaseM
     finally:
         await producer.stop()
     return ProduceStats(sent, nbytes, time.perf_counter() - start)
+
+
+TRACING_SERVICE = "infertide-produce"  # OTEL_SERVICE_NAME wins
+
+
+def _traceparent(otel: Any, topic: str) -> bytes:
+    """Each event starts a trace: a recorded ``send`` span with tracing configured, else a bare context."""
+    if otel is None:
+        return new_traceparent()
+    from opentelemetry.trace import SpanKind
+
+    span = otel.start_span(f"{topic} send", kind=SpanKind.PRODUCER,
+                           attributes={"messaging.system": "kafka", "messaging.destination.name": topic})
+    span.end()  # the send itself is asynchronous; the span marks the event's creation
+    return span_traceparent(span)
 
 
 def produce_events(topology: Topology, topic: str, events: Iterable[BaseModel], *,

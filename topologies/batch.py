@@ -53,6 +53,7 @@ class BatchOutput:
     dropped: int = 0
     observed: Observed = field(default_factory=list)
     dlq_reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    traces: list[Any] = field(default_factory=list)  # the traced events' spans (topologies.tracing)
 
 
 @dataclass

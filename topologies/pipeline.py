@@ -24,17 +24,20 @@ from typing import Any
 
 from schemas.reply import Reply
 from schemas.topology import RouteConfig, Topology
+from schemas.tracing import span_traceparent
 from topologies.batch import SCHEMA_OF_KIND, BatchOutput, BatchProcessor, InferenceFailed, Observed
 from topologies.executor import OrderedExecutor
 from topologies.metrics import METRICS
 from topologies.records import InputRecord, OutRecord
 from topologies.serve_client import call_with_retries
+from topologies.tracing import BatchTracer
 
 __all__ = ["SCHEMA_OF_KIND", "BatchOutput", "InferFn", "ObserveFn", "RoutePipeline", "SendAllFn", "SendFn"]
 
 log = logging.getLogger(__name__)
 
-InferFn = Callable[[str, list[Any]], Awaitable[list[Reply]]]
+# ``infer(model, items)``, or ``infer(model, items, trace)`` with the traced events' infer-span traceparents.
+InferFn = Callable[..., Awaitable[list[Reply]]]
 SendFn = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
 SendAllFn = Callable[[list[OutRecord]], Awaitable[list[Awaitable[Any]]]]
 ObserveFn = Callable[[str, int, int, Observed], None]
@@ -53,12 +56,13 @@ class RoutePipeline:
         summary_topic: internal topic for per-batch analytics/recommendation summaries.
         on_fatal: called when producing fails, so the worker can stop without committing.
         observe: ``observe(route, n_in, n_dlq, [(task, event, result)])`` after each batch (dashboard state).
+        tracer: spans for traced events (:class:`topologies.tracing.BatchTracer`); None: tracing off.
     """
 
     def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send: SendFn | None = None,
                  send_all: SendAllFn | None = None, summary_topic: str | None,
                  on_fatal: Callable[[BaseException], None] | None = None,
-                 observe: ObserveFn | None = None) -> None:
+                 observe: ObserveFn | None = None, tracer: BatchTracer | None = None) -> None:
         if (send is None) == (send_all is None):
             raise TypeError("RoutePipeline needs exactly one of send= or send_all=")
         self.route = route
@@ -66,6 +70,7 @@ class RoutePipeline:
         self.send = send
         self.send_all = send_all
         self.observe = observe
+        self.tracer = tracer
         self.processor = BatchProcessor(topology, route, summary_topic)
         in_flight = METRICS.in_flight.labels(route.name)
         self.executor: OrderedExecutor[BatchOutput] = OrderedExecutor(
@@ -101,17 +106,19 @@ class RoutePipeline:
 
     async def _process(self, records: list[InputRecord]) -> BatchOutput:
         proc = self.processor
+        traces = self.tracer.begin(records) if self.tracer is not None else []
         batch = proc.decode(records)
         replies: dict[str, Any] = {}
         if batch.valid:
             items = proc.items(batch.valid)
-            answers = await asyncio.gather(*(call_with_retries(self.infer, m, items, self.route)
-                                             for m in self.route.models), return_exceptions=True)
+            answers = await asyncio.gather(*(self._call(m, items, batch.valid) for m in self.route.models),
+                                           return_exceptions=True)
             for model, answer in zip(self.route.models, answers):
                 if isinstance(answer, BaseException) and not isinstance(answer, InferenceFailed):
                     raise answer
                 replies[model] = answer
         out = proc.finish(batch, replies)
+        out.traces = traces
         if self.observe is not None:
             try:
                 self.observe(self.route.name, batch.size, len(out.dead), out.observed)
@@ -119,8 +126,27 @@ class RoutePipeline:
                 log.exception("route %s: observe callback failed", self.route.name)
         return out
 
+    async def _call(self, model: str, items: list[Any], valid: list[InputRecord]) -> Any:
+        """One model's call for the batch; with tracing, under ``infer`` spans whose ids the replica gets."""
+        if self.tracer is None or not any(rec.trace is not None for rec in valid):
+            return await call_with_retries(self.infer, model, items, self.route)
+        spans = self.tracer.start_infer(valid, model, len(items))
+        error: BaseException | None = None
+        try:
+            return await call_with_retries(self.infer, model, items, self.route,
+                                           trace=[span_traceparent(s).decode() for s in spans])
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            self.tracer.end_infer(spans, error)
+
     async def _publish(self, out: BatchOutput) -> list[Awaitable[Any]]:
         if self.send_all is not None:
-            return await self.send_all(out.records)
-        assert self.send is not None
-        return [await self.send(r) for r in out.records]
+            deliveries = await self.send_all(out.records)
+        else:
+            assert self.send is not None
+            deliveries = [await self.send(r) for r in out.records]
+        if out.traces:  # the spans end when the broker has acked every record of the batch
+            deliveries = [asyncio.ensure_future(BatchTracer.end_after(deliveries, out.traces))]
+        return deliveries

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import orjson
 
 from schemas.codec import encode
 from schemas.events import DeadLetter
+from schemas.tracing import HEADER, TraceParent
 
 __all__ = ["InputRecord", "OutRecord", "child_traceparent", "dead_letter", "now_ms", "result_record"]
 
@@ -36,6 +36,7 @@ class InputRecord:
     value: bytes | None
     headers: dict[str, bytes] = field(default_factory=dict)
     event: Any = None  # the decoded event model, once valid
+    trace: Any = None  # its spans (topologies.tracing.EventTrace) when the event is traced
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +49,14 @@ class OutRecord:
 
 def child_traceparent(parent: bytes | None) -> bytes | None:
     """A W3C ``traceparent`` for an output record: same trace, new span id, parent's flags."""
-    if not parent:
-        return None
-    try:
-        version, trace_id, _span, flags = parent.decode("ascii").split("-")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if len(trace_id) != 32 or version != "00":
-        return None
-    return f"00-{trace_id}-{os.urandom(8).hex()}-{flags}".encode()
+    tp = TraceParent.parse(parent)
+    return tp.child() if tp is not None else None
 
 
 def _headers(rec: InputRecord) -> tuple[tuple[str, bytes], ...]:
-    tp = child_traceparent(rec.headers.get("traceparent"))
-    return (("traceparent", tp),) if tp else ()
+    """An output record's headers: its event's ``send`` span when traced, else the next hop of its trace."""
+    tp = rec.trace.out_header() if rec.trace is not None else child_traceparent(rec.headers.get(HEADER))
+    return ((HEADER, tp),) if tp else ()
 
 
 def dead_letter(

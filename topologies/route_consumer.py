@@ -35,15 +35,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from schemas.topology import RouteConfig, Topology
+from schemas.tracing import tracer
 from topologies.kafka_clients import aiokafka_kwargs
 from topologies.metrics import METRICS, forget
 from topologies.pipeline import InferFn, ObserveFn, RoutePipeline
 from topologies.producer import BatchProducer
 from topologies.records import InputRecord, OutRecord
+from topologies.tracing import BatchTracer
 
 __all__ = ["RouteConsumer"]
 
 log = logging.getLogger(__name__)
+
+TRACING_SERVICE = "infertide-worker"  # OTEL_SERVICE_NAME wins
 
 
 @dataclass
@@ -75,9 +79,11 @@ class RouteConsumer(ConsumerRebalanceListener):
         self.on_fatal = on_fatal
         self._kw = aiokafka_kwargs(topology.kafka, bootstrap)
         self.routes: dict[str, _Route] = {}
+        otel = tracer(TRACING_SERVICE)
         for route in topology.routes:
+            spans = BatchTracer(otel, route.name, self.group) if otel is not None else None
             pipe = RoutePipeline(topology, route, infer=infer, send_all=self._send_all, summary_topic=summary_topic,
-                                 on_fatal=self._fatal, observe=observe)
+                                 on_fatal=self._fatal, observe=observe, tracer=spans)
             self.routes[topology.input_topic(route)] = _Route(route, topology.input_topic(route), pipe)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None

@@ -89,12 +89,18 @@ class ServeInfer:
             self._handles[model] = h
         return h
 
-    async def __call__(self, model: str, items: list[Any]) -> list[dict[str, Any]]:
+    async def __call__(self, model: str, items: list[Any], trace: list[str] | None = None) -> list[dict[str, Any]]:
+        if trace:
+            return await self.handle(model).infer.remote(items, trace=trace)
         return await self.handle(model).infer.remote(items)
 
 
-async def call_with_retries(infer: Any, model: str, items: list[Any], route: RouteConfig) -> tuple[list[Any], float]:
+async def call_with_retries(infer: Any, model: str, items: list[Any], route: RouteConfig,
+                            trace: list[str] | None = None) -> tuple[list[Any], float]:
     """One model call with a timeout, retried with exponential backoff (timeouts, replica restarts).
+
+    ``trace``: the ``traceparent`` of each traced event's ``infer`` span, passed to the replica
+    (only when there is one: model callables without tracing take ``(model, items)``).
 
     Returns:
         the replies (one per item, in order) and the successful call's duration in ms.
@@ -106,7 +112,8 @@ async def call_with_retries(infer: Any, model: str, items: list[Any], route: Rou
     for attempt in range(1, route.max_attempts + 1):
         try:
             t0 = time.monotonic()
-            replies = await asyncio.wait_for(infer(model, items), route.call_timeout_s)
+            call = infer(model, items, trace) if trace else infer(model, items)
+            replies = await asyncio.wait_for(call, route.call_timeout_s)
             elapsed = time.monotonic() - t0
             if len(replies) != len(items):
                 raise RuntimeError(f"{model} returned {len(replies)} replies for {len(items)} items")

@@ -16,12 +16,14 @@ import asyncio
 import bisect
 import logging
 import os
+import time
 from typing import Any
 
 from ray import serve
 
 from schemas.reply import Reply
 from schemas.topology import ModelConfig
+from schemas.tracing import record_spans, tracer
 from workers.base import BatchedModel, options_key
 from workers.registry import model_class
 
@@ -56,6 +58,7 @@ class ModelServer:
         self._batcher_concurrency = 0
         self.reset_stats()
         self._metric = self._make_metric()
+        self._tracer = tracer(f"infertide-{model_name}")
         if user_config is not None:
             self.reconfigure(user_config)
 
@@ -85,8 +88,29 @@ class ModelServer:
         self.cfg = cfg
 
     # -- calls -------------------------------------------------------------------------
-    async def infer(self, items: list[Any]) -> list[Reply]:
-        """Results for ``items`` in order (see the module docstring for the shapes)."""
+    async def infer(self, items: list[Any], trace: list[str] | None = None) -> list[Reply]:
+        """Results for ``items`` in order (see the module docstring for the shapes).
+
+        ``trace``: ``traceparent``s of the caller's spans for the traced items; with tracing configured
+        in the replica, a ``serve <model>`` span is recorded under each.
+        """
+        if trace and self._tracer is not None:
+            return await self._traced(items, trace)
+        return await self._infer(items)
+
+    async def _traced(self, items: list[Any], trace: list[str]) -> list[Reply]:
+        start = time.time_ns()
+        error: BaseException | None = None
+        try:
+            return await self._infer(items)
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            record_spans(self._tracer, f"serve {self.model_name}", trace, start, error,
+                         {"infertide.model": self.model_name, "infertide.items": len(items)})
+
+    async def _infer(self, items: list[Any]) -> list[Reply]:
         if not isinstance(items, list):
             raise TypeError(f"infer takes a list of items, got {type(items).__name__}")
         if not items:
