@@ -4,7 +4,10 @@ OpenTelemetry setup that producers, stream workers and Serve replicas share.
 Tracing is configured the way OpenTelemetry is everywhere else: by its own environment
 variables. Spans are exported over OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
 or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (and ``OTEL_SDK_DISABLED`` is not ``true``);
-``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER`` / ``_ARG`` and ``OTEL_BSP_*`` apply as usual.
+``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER`` / ``_ARG`` and ``OTEL_BSP_*`` apply as usual, with one
+different default: without ``OTEL_TRACES_SAMPLER`` new traces are sampled at 1%
+(``parentbased_traceidratio``, 0.01), not all of them: a traced event costs ~0.1 ms of worker
+CPU (docs/tracing.md), too much for every event of a stream. A sampled parent is always followed.
 Without an endpoint :func:`tracer` returns None and callers make no span at all: the
 ``traceparent`` header is still carried (same trace id, a fresh span id per hop).
 """
@@ -59,11 +62,11 @@ class TraceParent:
         return f"00-{self.trace_id}-{os.urandom(8).hex()}-{self.flags}".encode()
 
 
-def new_traceparent(sampled: bool = True) -> bytes:
+def new_traceparent(sampled: bool = False) -> bytes:
     """A root ``traceparent`` (a new trace) for an event whose producer records no span.
 
-    Sampled by default: the producer records nothing, so the decision is left to the services
-    downstream (their sampler sees a sampled parent; a trace viewer shows the root as missing).
+    Not sampled by default: the root decides, and a producer that records nothing did not sample
+    (so a worker with tracing on does not record a span per event of an untraced producer).
     """
     return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-{'01' if sampled else '00'}".encode()
 
@@ -98,12 +101,24 @@ def tracer(service: str) -> Any:
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):  # the first caller in this process sets it up
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or service})
-        provider = TracerProvider(resource=resource)
+        provider = TracerProvider(resource=resource, sampler=_default_sampler())
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
         atexit.register(provider.shutdown)
     _TRACERS[service] = provider.get_tracer("infertide")
     return _TRACERS[service]
+
+
+DEFAULT_SAMPLE_RATIO = 0.01
+
+
+def _default_sampler() -> Any:
+    """None (the SDK reads ``OTEL_TRACES_SAMPLER``) when set, else parent-based at ``DEFAULT_SAMPLE_RATIO``."""
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    return ParentBased(TraceIdRatioBased(DEFAULT_SAMPLE_RATIO))
 
 
 def otel_context(parent: TraceParent | None) -> Any:

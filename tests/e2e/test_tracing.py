@@ -36,7 +36,8 @@ def receiver() -> Iterator[OtlpReceiver]:
 def stack(kafka_bootstrap: str, tiny_models_dir: Path, offline_model_env: dict[str, str], receiver: OtlpReceiver,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """This module's own Ray: its replicas inherit the OTLP settings from this process's environment."""
-    otel = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    otel = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on"}  # every event here (the default samples 1%)
     saved = {k: os.environ.get(k) for k in otel}
     os.environ.update(otel)
     serve = RayServe(parse_topology(tiny_topology_dict(tiny_models_dir), "<tiny>"), num_cpus=2)

@@ -128,7 +128,8 @@ def test_traceparent_parsing_refuses_what_w3c_refuses() -> None:
                 b"00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01", b"00-zz-b7ad6b7169203331-01", b"\xff"):
         assert TraceParent.parse(bad) is None, bad
     fresh = _ids(new_traceparent())
-    assert fresh.sampled and _ids(fresh.child()).trace_id == fresh.trace_id
+    assert not fresh.sampled and _ids(fresh.child()).trace_id == fresh.trace_id
+    assert _ids(new_traceparent(sampled=True)).sampled
 
 
 def test_tracing_is_off_without_an_endpoint_and_when_the_sdk_is_disabled() -> None:
@@ -136,6 +137,18 @@ def test_tracing_is_off_without_an_endpoint_and_when_the_sdk_is_disabled() -> No
     assert tracing_configured({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
     assert tracing_configured({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
     assert not tracing_configured({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_SDK_DISABLED": "true"})
+
+
+def test_new_traces_are_sampled_at_one_percent_unless_the_sampler_is_configured(monkeypatch: Any) -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    from schemas.tracing import DEFAULT_SAMPLE_RATIO, _default_sampler
+
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    sampler = _default_sampler()
+    assert isinstance(sampler, ParentBased) and str(DEFAULT_SAMPLE_RATIO) in sampler.get_description()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    assert _default_sampler() is None
 
 
 def test_a_replica_records_one_server_span_per_traced_caller(spans: Any) -> None:
