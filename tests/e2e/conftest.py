@@ -31,8 +31,10 @@ class Stack:
     workdir: Path
     env: dict[str, str]
 
-    def topology(self, prefix: str, **route_overrides: Any) -> tuple[Topology, Path]:
-        """A topology with its own topics and consumer group (so tests don't share state)."""
+    def topology(self, prefix: str, edit: Callable[[dict[str, Any]], None] | None = None,
+                 **route_overrides: Any) -> tuple[Topology, Path]:
+        """A topology with its own topics and consumer group (so tests don't share state); ``edit`` may
+        change its data before it is validated."""
         d = tiny_topology_dict(self.models_dir)
         d["kafka"] = {"bootstrap_servers": self.bootstrap, "consumer_group": f"{prefix}-group",
                       "session_timeout_s": 6, "heartbeat_interval_s": 2, "commit_interval_s": 0.5}
@@ -45,6 +47,8 @@ class Stack:
         d["analytics"] = {"window_s": 2, "expires_s": 4}
         d["recommendations"] = {"top_k": 3, "item_pool_size": 500}
         d["web_port"] = free_port()
+        if edit is not None:
+            edit(d)
         path = self.workdir / f"{prefix}.yaml"
         path.write_text(yaml.safe_dump(d, sort_keys=False))
         topology = parse_topology(d, str(path))

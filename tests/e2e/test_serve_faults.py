@@ -1,0 +1,122 @@
+"""Serve faults that are not crashes: a model that raises for some inputs, and a model that is slow.
+
+- Raises for some inputs (the echo model's ``fail_on``): the replica splits the failed forward
+  until the breaking inputs fail alone; those go to the dead-letter topic with the model's
+  error, every other event gets its result, nothing is lost.
+- Slow (``delay_ms``): lag grows while the worker's memory stays bounded (it stops fetching:
+  backpressure), nothing is dead-lettered for slowness alone, and once the model is fast again
+  (a live ``user_config`` change) the backlog drains completely.
+
+Each runs a Serve application of its own (an echo deployment) beside the module's tiny one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray import serve
+
+from infertide.produce import now_ms, produce_events
+from schemas.events import TextEvent
+from schemas.topology import Topology
+from tests.e2e.conftest import Stack, read_topic
+from workers.app import build_application
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+def _echo_route(options: dict[str, Any], app: str) -> Any:
+    def edit(d: dict[str, Any]) -> None:
+        echo = d["models"]["echo"]
+        d["models"] = {"echo": echo | {"options": options, "batching": {"max_batch_size": 32,
+                                                                         "batch_wait_timeout_s": 0.01}}}
+        d["routes"] = [{"name": "text", "input": "text", "kind": "text", "models": ["echo"], "batch_size": 64,
+                        "batch_within_s": 0.05, "max_in_flight": 4, "call_timeout_s": 30}]
+        d["serve_app_name"] = app
+    return edit
+
+
+def _deploy(topology: Topology) -> None:
+    serve.run(build_application(topology), name=topology.serve_app_name,
+              route_prefix=f"/{topology.serve_app_name}")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_model_that_raises_for_some_inputs_dead_letters_only_those(stack: Stack) -> None:
+    n, poison = 2000, set(range(7, 2000, 97))  # 21 events that break the model, spread over batches
+    topology, path = stack.topology("poison", edit=_echo_route({"fail_on": "POISON"}, "faults-poison"))
+    _deploy(topology)
+    events = [TextEvent(event_id=f"p-{i}", ts=now_ms(), text=("POISON " if i in poison else "fine ") + str(i))
+              for i in range(n)]
+    worker = stack.worker(topology, path, "poison-worker").start()
+    try:
+        worker.wait_ready()
+        produce_events(topology, "text", events)
+        results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=120,
+                             until=lambda r: len(r) >= n - len(poison))
+        dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=30, until=lambda r: len(r) >= len(poison))
+    finally:
+        assert worker.stop() == 0, worker.tail()
+        serve.delete(topology.serve_app_name)
+    ok = Counter(v["event_id"] for _, _, v in results)
+    dead = {v["event_id"]: v for _, _, v in dlq}
+    print(f"\n[poison] {n} in, {len(ok)} results, {len(dead)} dead letters")
+    assert set(dead) == {f"p-{i}" for i in poison}
+    assert set(ok) == {f"p-{i}" for i in range(n) if i not in poison} and max(ok.values()) == 1
+    assert all(v["stage"] == "infer" and v["error_class"] == "RuntimeError" and "fail_on" in v["error"]
+               for v in dead.values())
+
+
+def test_a_slow_model_grows_lag_not_memory_and_the_backlog_drains_when_it_recovers(stack: Stack) -> None:
+    n = 20_000
+    topology, path = stack.topology("slow", edit=_echo_route({"delay_ms": 250}, "faults-slow"))
+    _deploy(topology)
+    worker = stack.worker(topology, path, "slow-worker").start()
+    try:
+        worker.wait_ready()
+        assert worker.proc is not None
+        pad = "x" * 4000  # ~4 KB events: the backlog below is 80 MB
+        produce_events(topology, "text", [TextEvent(event_id=f"w-{i}", ts=now_ms(), text=pad) for i in range(64)])
+        read_topic(stack.bootstrap, topology.topics.sentiment, timeout=60, until=lambda r: len(r) >= 64)
+        base_rss = _rss_mb(worker.proc.pid)  # warm: Serve handle and clients made, first batches done
+        produce_events(topology, "text", (TextEvent(event_id=f"s-{i}", ts=now_ms(), text=f"{i} {pad}")
+                                          for i in range(n)))
+        peak, t0, series = base_rss, time.monotonic(), []
+        while time.monotonic() - t0 < 15:
+            series.append(_rss_mb(worker.proc.pid))
+            peak = max(peak, series[-1])
+            time.sleep(0.5)
+        early = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=3, until=lambda r: False)
+        slow_rate = len(early) / (time.monotonic() - t0)
+        assert len(early) < n / 2, "the model was meant to be slower than the backlog"
+
+        fast = _echo_route({"delay_ms": 0}, "faults-slow")
+        fixed, _ = stack.topology("slow", edit=fast)
+        _deploy(fixed)  # a user_config change: the live replica is reconfigured, not restarted
+        t1 = time.monotonic()
+        results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=180,
+                             until=lambda r: len({v["event_id"] for _, _, v in r}) >= n + 64)
+        drained_s = time.monotonic() - t1
+        peak = max(peak, _rss_mb(worker.proc.pid))
+        dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
+    finally:
+        assert worker.stop() == 0, worker.tail()
+        serve.delete(topology.serve_app_name)
+    ids = {v["event_id"] for _, _, v in results if v["event_id"].startswith("s-")}
+    print(f"\n[slow] {n} events of 4 KB; slow model: {slow_rate:.0f} results/s, {len(early)} in 15 s; "
+          f"worker RSS {base_rss:.0f} MB warm -> {series[-1]:.0f} MB after 15 s of lag -> peak {peak:.0f} MB; recovered: backlog drained in {drained_s:.1f} s "
+          f"({(n - len(early)) / drained_s:.0f} results/s); dead letters {len(dlq)}")
+    assert ids == {f"s-{i}" for i in range(n)}
+    assert not dlq, "slowness alone must not dead-letter anything"
+    assert peak - base_rss < 40, f"worker memory grew {peak - base_rss:.0f} MB with an 80 MB backlog"
+    assert series[-1] - series[0] < 10, f"worker memory kept growing with the lag: {series}"
