@@ -75,4 +75,4 @@ kustomize: $(KUSTOMIZE)
 
 # Regenerates the manifests that follow the topology (KafkaTopics, serveConfigV2, ConfigMap copy).
 k8s-gen: $(STAMP)
-	$(BIN)/python -m infertide.k8s_gen
+	$(BIN)/python -m infertide.k8s.generate

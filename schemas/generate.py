@@ -1,7 +1,7 @@
 """Writes ``schemas/<name>.schema.json`` (JSON Schema 2020-12) from the pydantic models.
 
 Run ``python -m schemas.generate`` after changing ``schemas/events.py``;
-``tests/unit/test_schemas.py`` fails when the files and the models disagree.
+``tests/unit/schemas/test_generate.py`` fails when the files and the models disagree.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OA
 
 
 class KafkaConfig(Strict):
-    """How to reach the brokers. ``INFERTIDE_KAFKA_BOOTSTRAP_SERVERS`` or
-    ``KAFKA_BOOTSTRAP_SERVERS`` override ``bootstrap_servers`` at load."""
+    """How to reach the brokers. The CLI lets ``--bootstrap``, then ``INFERTIDE_KAFKA_BOOTSTRAP_SERVERS`` or
+    ``KAFKA_BOOTSTRAP_SERVERS``, override ``bootstrap_servers`` (``infertide.settings``)."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: SecurityProtocol = "PLAINTEXT"

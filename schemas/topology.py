@@ -269,14 +269,13 @@ class Topology(Strict):
 
 
 def parse_topology(data: dict[str, Any], source: str = "<dict>") -> Topology:
-    """Validate a topology from plain data, applying the bootstrap env override."""
+    """Validate a topology from plain data, as given: the environment overrides nothing here.
+
+    The CLI applies ``KAFKA_BOOTSTRAP_SERVERS`` and its flags on top, at the edge
+    (``infertide.settings`` says the precedence).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"invalid topology config {source}: expected a mapping at the top level")
-    env_bootstrap = os.environ.get("INFERTIDE_KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(
-        "KAFKA_BOOTSTRAP_SERVERS"
-    )
-    if env_bootstrap:
-        data = {**data, "kafka": {**(data.get("kafka") or {}), "bootstrap_servers": env_bootstrap}}
     try:
         return Topology.model_validate(data)
     except ValidationError as err:
@@ -284,9 +283,9 @@ def parse_topology(data: dict[str, Any], source: str = "<dict>") -> Topology:
 
 
 def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
-    """Load and validate a topology YAML (default: ``$INFERTIDE_CONFIG`` or the packaged default)."""
+    """Load and validate a topology YAML, as written (default: the packaged default topology)."""
     if path is None:
-        path = os.environ.get("INFERTIDE_CONFIG") or default_topology_path()
+        path = default_topology_path()
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"topology config {p} does not exist; pass --config PATH or set INFERTIDE_CONFIG")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from schemas.topology import RouteConfig, Topology
 from topologies.batch import InferenceFailed
 from topologies.metrics import METRICS
+from topologies.ray_signals import keeping_signal_handlers
 
 __all__ = ["ServeInfer", "call_with_retries", "connect_ray"]
 
@@ -35,14 +35,13 @@ def connect_ray(address: str | None = None, namespace: str = "serve") -> None:
     address = address or os.environ.get("RAY_ADDRESS") or "auto"
     if os.environ.get("INFERTIDE_RAY_JOIN") == "1" and address != "auto":
         address = _join_as_node(address)
-    previous_term = signal.getsignal(signal.SIGTERM)
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     try:
-        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+        with keeping_signal_handlers():
+            ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
     finally:
         sys.stdout, sys.stderr = out, err
-        signal.signal(signal.SIGTERM, previous_term)
     log.info("joined Ray cluster at %s", address)
 
 

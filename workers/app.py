@@ -14,6 +14,7 @@ Import path for Serve config files / KubeRay: ``workers.app:build_app`` with
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ray import serve
@@ -117,7 +118,9 @@ def build_app(args: dict[str, Any]) -> Application:
         args: ``{"config": "/path/to/topology.yaml"}``; without ``config``,
             ``$INFERTIDE_CONFIG`` or the packaged default topology.
     """
-    return build_application(load_topology((args or {}).get("config")))
+    # Serve calls this builder itself (serveConfigV2 import_path), so this is an edge: the one place here
+    # that reads INFERTIDE_CONFIG.
+    return build_application(load_topology((args or {}).get("config") or os.environ.get("INFERTIDE_CONFIG")))
 
 
 def deploy(topology: Topology, blocking: bool = False) -> DeploymentHandle:

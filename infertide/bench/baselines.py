@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from infertide.admin import aiokafka_kwargs, kafka_python_kwargs
+from infertide.clients.admin import aiokafka_kwargs, kafka_python_kwargs
 from schemas.topology import Topology
 
 __all__ = ["bare_model", "create_topics", "load_model", "naive_loop", "passthrough"]

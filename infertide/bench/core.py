@@ -43,7 +43,7 @@ def conditions(opts: BenchOptions, bs: BenchStack) -> dict[str, Any]:
 
 
 def _baselines(bs: BenchStack, plan: RoutePlan, sent: int, report: Reporter | None) -> dict[str, Any]:
-    from infertide.produce import produce_events
+    from infertide.clients.produce import produce_events
     from infertide.bench import events as ev
 
     out: dict[str, Any] = {}

@@ -45,7 +45,7 @@ def plans(topology: Any) -> list[RoutePlan]:
 async def _open(topology: Any, topics: list[str]) -> tuple[Any, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from infertide.admin import aiokafka_kwargs, max_message_bytes
+    from infertide.clients.admin import aiokafka_kwargs, max_message_bytes
 
     kw = aiokafka_kwargs(topology.kafka)
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
@@ -70,7 +70,7 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
     With ``hold``, every event is produced first, then ``hold()`` runs (the bench restarts the stopped
     workers there) and only then are results read: the drain measurement, no producer competing.
     """
-    from infertide.produce import now_ms
+    from infertide.clients.produce import now_ms
     from schemas.codec import encode
 
     dlq_topic = topology.topics.dlq

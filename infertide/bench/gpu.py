@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from infertide.bench.gpu_models import build_models, measure_models
     from infertide.bench.options import BenchOptions
     from infertide.bench.report import render_tables
-    from infertide.tiny_models import offline_env, tiny_topology_dict
+    from infertide.demo.tiny_models import offline_env, tiny_topology_dict
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: tiny models, few events, short cells")
@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     root = Path(args.workdir or os.environ.get("INFERTIDE_BENCH_DIR") or tempfile.mkdtemp(prefix="infertide-gpu-"))
     root.mkdir(parents=True, exist_ok=True)
+    # This is the process's entry point, and the model libraries read their offline switches and caches
+    # only from os.environ (the bench's LocalStack passes the same env on to Ray's replicas).
     os.environ.update(offline_env(root / "env"))
     device, gpu = _device()
     console = Console()

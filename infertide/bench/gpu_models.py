@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from infertide.tiny_models import build_tiny_clip, build_tiny_sentiment
+from infertide.demo.tiny_models import build_tiny_clip, build_tiny_sentiment
 
 __all__ = ["build_models", "items", "measure_models"]
 

@@ -1,6 +1,6 @@
 """A bench's running system: Kafka (its own unless given), topics, Ray + Serve and N workers, and one route run.
 
-:class:`BenchStack` wraps :class:`infertide.stack.LocalStack` (the same stack
+:class:`BenchStack` wraps :class:`infertide.local.stack.LocalStack` (the same stack
 ``infertide up`` runs) and keeps the broker apart from it, so the pipeline can
 be stopped (freeing the CPUs) while the baselines still use the broker.
 :func:`measure` is one measured pass of one route: counters and partitions
@@ -58,15 +58,18 @@ class BenchStack:
         return self
 
     def _start(self) -> None:
-        from infertide.broker import LocalKafka, free_port, project_cache
-        from infertide.stack import LocalStack
-        from infertide.tiny_models import offline_env
+        from infertide.local.broker import LocalKafka, free_port, project_cache
+        from infertide.local.stack import LocalStack
+        from infertide.demo.tiny_models import offline_env
         from schemas.topology import parse_topology
 
         self.workdir = Path(self.opts.workdir or tempfile.mkdtemp(prefix="infertide-bench-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = offline_env(project_cache() / "tiny-models" / "env")
-        os.environ.update(self.env)  # the in-process bare model and Ray's replicas read it
+        # The bare-model baseline runs in this process, and transformers / huggingface_hub / ultralytics read
+        # their offline switches and cache folders only from os.environ (some at import). Ray's replicas get
+        # the same env through LocalStack's runtime_env, not through this.
+        os.environ.update(self.env)
         models_dir = project_cache() / "tiny-models"
         if self.opts.config:
             data, self.notes = bt.config_dict(self.opts.config, self.opts.tiny, models_dir)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from infertide.bench.options import BenchOptions
-from schemas.topology import TOPIC_ALIASES
+from infertide.demo.topology import on_own_topics
 
 __all__ = ["BenchSetupError", "MissingCheckpoints", "builtin_dict", "config_dict", "for_run", "write"]
 
@@ -32,7 +32,7 @@ class MissingCheckpoints(BenchSetupError):
 def builtin_dict(opts: BenchOptions, models_dir: Path) -> dict[str, Any]:
     """One text route with one model (tiny ``sentiment`` or the null ``echo``) batching ``opts.batch_size``
     items, fed micro-batches of ``opts.route_batch`` events."""
-    from infertide.tiny_models import build_tiny_sentiment
+    from infertide.demo.tiny_models import build_tiny_sentiment
 
     batching = {"max_batch_size": opts.batch_size, "batch_wait_timeout_s": 0.01}
     common = {"device": "auto", "batching": batching, "num_cpus": 0.5, "max_ongoing_requests": 64}
@@ -81,7 +81,7 @@ def config_dict(path: Path, tiny: bool, models_dir: Path) -> tuple[dict[str, Any
     notes: list[str] = []
     missing = {n: m for n, m in data["models"].items() if not _available(m["task"], m.get("model") or "")}
     if tiny:
-        from infertide.tiny_models import tiny_topology_dict
+        from infertide.demo.tiny_models import tiny_topology_dict
 
         templates = {m["task"]: m for m in tiny_topology_dict(models_dir, echo=True)["models"].values()}
         for name, m in data["models"].items():
@@ -105,11 +105,7 @@ def config_dict(path: Path, tiny: bool, models_dir: Path) -> tuple[dict[str, Any
 
 def for_run(data: dict[str, Any], opts: BenchOptions, bootstrap: str, prefix: str, web_port: int) -> dict[str, Any]:
     """``data`` pointed at ``bootstrap`` with bench-only topics, group, web port and Serve app name."""
-    data = {**data}
-    data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": bootstrap, "consumer_group": f"{prefix}-group",
-                     "session_timeout_s": 6, "heartbeat_interval_s": 2, "commit_interval_s": 0.5}
-    topics = {k: v for k, v in data.get("topics", {}).items() if k not in TOPIC_ALIASES}
-    data["topics"] = {**topics, **{a: f"{prefix}.{a}" for a in TOPIC_ALIASES}, "partitions": opts.topic_partitions}
+    data = on_own_topics(data, prefix=prefix, bootstrap=bootstrap, partitions=opts.topic_partitions)
     data["web_port"] = web_port
     data["serve_app_name"] = "infertide-bench"
     return data

@@ -1,7 +1,7 @@
 """Benchmark the model workers: items/s through Ray Serve (a handle) vs the bare model class in-process.
 
 Not a test: ``python -m infertide.bench.workers [--seconds 2] [--json PATH]``
-(``make bench-workers``). Uses the tiny offline checkpoints (``infertide.tiny_models``)
+(``make bench-workers``). Uses the tiny offline checkpoints (``infertide.demo.tiny_models``)
 so it runs anywhere; each cell sends calls of ``batch`` items, one call in flight,
 for ``--seconds``. The ratio serve/bare shows the system's overhead per call.
 """
@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from infertide.tiny_models import offline_env, tiny_topology
+from infertide.demo.tiny_models import offline_env, tiny_topology
+from topologies.ray_signals import keeping_signal_handlers
 
 __all__ = ["main", "run_bench"]
 
@@ -82,7 +83,11 @@ def run_bench(seconds: float = 2.0, models: list[str] | None = None, root: Path 
         root: folder for tiny checkpoints and offline env (default: a temp dir).
     """
     root = Path(root or tempfile.mkdtemp(prefix="infertide-bench-"))
-    os.environ.update(offline_env(root / "env"))
+    env = offline_env(root / "env")
+    # The bare models run in this process, and the model libraries read their offline switches and caches
+    # only from os.environ; Ray's own switches have no ray.init parameter. The replicas get `env` through
+    # runtime_env below.
+    os.environ.update(env)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     topo = tiny_topology(root / "models", max_batch_size=32, batch_wait_timeout_s=0.005, num_cpus=0.1)
@@ -94,8 +99,9 @@ def run_bench(seconds: float = 2.0, models: list[str] | None = None, root: Path 
 
     from workers.app import build_application
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             configure_logging=False, log_to_driver=False)
+    with keeping_signal_handlers():
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 configure_logging=False, log_to_driver=False, runtime_env={"env_vars": env})
     try:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -15,11 +15,12 @@ import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from infertide.admin import ensure_topics
-from infertide.broker import free_port
-from infertide.runtime import RayServe, WorkerProcess
-from infertide.tiny_models import tiny_topology_dict
-from schemas.topology import TOPIC_ALIASES, Topology, parse_topology
+from infertide.clients.admin import ensure_topics
+from infertide.local.broker import free_port
+from infertide.local.runtime import RayServe, WorkerProcess
+from infertide.demo.tiny_models import tiny_topology_dict
+from infertide.demo.topology import on_own_topics, video_route
+from schemas.topology import Topology, parse_topology
 
 
 
@@ -35,13 +36,8 @@ class Stack:
                  **route_overrides: Any) -> tuple[Topology, Path]:
         """A topology with its own topics and consumer group (so tests don't share state); ``edit`` may
         change its data before it is validated."""
-        d = tiny_topology_dict(self.models_dir)
-        d["kafka"] = {"bootstrap_servers": self.bootstrap, "consumer_group": f"{prefix}-group",
-                      "session_timeout_s": 6, "heartbeat_interval_s": 2, "commit_interval_s": 0.5}
-        d["topics"] = {a: f"{prefix}.{a}" for a in TOPIC_ALIASES} | {"partitions": 4}
-        d["routes"].append({"name": "video", "input": "video", "kind": "video", "models": ["detection"],
-                            "batch_size": 8, "batch_within_s": 0.05, "max_in_flight": 4,
-                            "sampling": {"every_n": 2, "max_lag_ms": None}})
+        d = on_own_topics(tiny_topology_dict(self.models_dir), prefix=prefix, bootstrap=self.bootstrap, partitions=4)
+        d["routes"].append(video_route(max_in_flight=4))
         for r in d["routes"]:
             r.update(route_overrides.get(r["name"], {}))
         d["analytics"] = {"window_s": 2, "expires_s": 4}

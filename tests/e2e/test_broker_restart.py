@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infertide.admin import ensure_topics
-from infertide.broker import LocalKafka
-from infertide.produce import now_ms, produce_events
+from infertide.clients.admin import ensure_topics
+from infertide.local.broker import LocalKafka
+from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
 from schemas.topology import parse_topology
 from tests.e2e.conftest import Stack, read_topic

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from infertide.produce import now_ms, produce_events
+from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
 from tests.e2e.conftest import Stack, read_topic
 

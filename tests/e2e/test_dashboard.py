@@ -16,7 +16,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from infertide.produce import now_ms, produce_events
+from infertide.clients.produce import now_ms, produce_events
 from schemas.events import ImageEvent, ImageRef, TextEvent
 from tests.e2e.conftest import Stack
 
@@ -127,8 +127,8 @@ def _wait_total(worker: Any, route: str, n: int, timeout: float = 120) -> dict[s
 
 
 def test_dashboard_totals_across_two_workers(stack: Stack, tmp_path: Path) -> None:
-    from infertide.broker import free_port
-    from infertide.runtime import WorkerProcess
+    from infertide.local.broker import free_port
+    from infertide.local.runtime import WorkerProcess
 
     topology, path = stack.topology("dash2")
     w0 = stack.worker(topology, path, "dash2-w0").start()

@@ -8,7 +8,7 @@ the replicas; here there is one machine), and the stream worker connects as a dr
 instead of joining as a zero-CPU node (``INFERTIDE_RAY_JOIN=1``): Ray 2.60 refuses ``ray start --address``
 while ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps it on loopback, and with it on, it rewrites
 127.0.0.1 to the host's address and retries forever. The test also times the handle against Serve's
-HTTP ingress on the same items (``infertide.bench_transport``), the transport that needs no join.
+HTTP ingress on the same items (``infertide.bench.transport``), the transport that needs no join.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ import psutil
 import pytest
 import yaml
 
-from infertide.admin import ensure_topics
-from infertide.broker import free_port
-from infertide.produce import produce_texts
-from infertide.runtime import WorkerProcess, local_env
-from infertide.tiny_models import tiny_topology_dict
+from infertide.clients.admin import ensure_topics
+from infertide.local.broker import free_port
+from infertide.clients.produce import produce_texts
+from infertide.local.runtime import WorkerProcess, local_env
+from infertide.demo.tiny_models import tiny_topology_dict
 from schemas.topology import parse_topology
 from tests.e2e.conftest import TOPIC_ALIASES, read_topic
 from workers.app import serve_deploy_config
@@ -169,7 +169,7 @@ def test_kuberay_style_head_serve_deploy_and_stream_worker(ray_head: Head, kafka
     finally:
         assert worker.stop(30) == 0, worker.tail()
 
-    bench = subprocess.run([sys.executable, "-m", "infertide.bench_transport", "--ray-address", ray_head.gcs,
+    bench = subprocess.run([sys.executable, "-m", "infertide.bench.transport", "--ray-address", ray_head.gcs,
                             "--http", f"http://127.0.0.1:{http_port}", "--calls", "100", "--batch", "32"],
                            env=ray_head.env, capture_output=True, text=True, timeout=180)
     assert bench.returncode == 0, bench.stderr

@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaProducer
 from PIL import Image
 
-from infertide.produce import now_ms, produce_events
+from infertide.clients.produce import now_ms, produce_events
 from schemas.events import ImageEvent, ImageRef, TextEvent, VideoFrameEvent
 from tests.e2e.conftest import Stack, read_topic
 

@@ -15,8 +15,8 @@ from collections import Counter
 
 import pytest
 
-from infertide.produce import now_ms, produce_events
-from infertide.runtime import WorkerProcess
+from infertide.clients.produce import now_ms, produce_events
+from infertide.local.runtime import WorkerProcess
 from schemas.events import TextEvent
 from tests.e2e.conftest import Stack, read_topic
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from ray import serve
 
-from infertide.produce import now_ms, produce_events
+from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
 from schemas.topology import Topology
 from tests.e2e.conftest import Stack, read_topic

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from infertide.runtime import RayServe
-from infertide.tiny_models import tiny_topology_dict
+from infertide.local.runtime import RayServe
+from infertide.demo.tiny_models import tiny_topology_dict
 from schemas.topology import parse_topology
 from schemas.tracing import TraceParent
 from tests.e2e.conftest import Stack

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from infertide.broker import LocalKafka, free_port
+from infertide.local.broker import LocalKafka, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
@@ -79,6 +79,6 @@ def test_cli_kafka_start_status_stop(tmp_path: Path) -> None:
         assert after.returncode == 1 and "not running" in after.stdout
     finally:
         if pid_file.is_file():  # the test failed midway: stop only the broker this test started
-            from infertide.broker import stop_pid_file
+            from infertide.local.broker import stop_pid_file
 
             stop_pid_file(pid_file)

@@ -19,7 +19,7 @@ import orjson
 import pytest
 import yaml
 
-from infertide.tail import read_topic
+from infertide.clients.tail import read_topic
 from schemas.codec import decode, encode
 from schemas.events import TextEvent
 from schemas.topology import TOPIC_ALIASES, default_topology_path, load_topology

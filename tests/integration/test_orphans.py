@@ -1,6 +1,6 @@
 """SIGKILL of a process that started a LocalKafka and a worker-style child leaves neither running.
 
-Both children get PR_SET_PDEATHSIG through :func:`infertide.supervise.die_with_parent`, the helper that
+Both children get PR_SET_PDEATHSIG through :func:`infertide.local.supervise.die_with_parent`, the helper that
 ``infertide up`` / ``demo`` use for the broker JVM and the worker processes.
 """
 
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from infertide.stack import port_free
+from infertide.local.stack import port_free
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 
 PARENT = """
 import json, subprocess, sys, time
 from pathlib import Path
-from infertide.broker import LocalKafka
-from infertide.supervise import die_with_parent
+from infertide.local.broker import LocalKafka
+from infertide.local.supervise import die_with_parent
 work = Path(sys.argv[1])
 kafka = LocalKafka(work / "kafka").start(timeout=60)
 sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True,

@@ -24,7 +24,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from infertide.admin import ensure_topics
+from infertide.clients.admin import ensure_topics
 from schemas.topology import Topology, parse_topology
 from topologies.route_consumer import RouteConsumer
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infertide.broker import LocalKafka
+from infertide.local.broker import LocalKafka
 from schemas.topology import TOPIC_ALIASES, Topology, default_topology_path, parse_topology
 from topologies.kafka_clients import aiokafka_kwargs
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from infertide.broker import KAFKA_VERSION, free_port, project_cache
+from infertide.local.broker import KAFKA_VERSION, free_port, project_cache
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -57,7 +57,7 @@ def test_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     (cache / "kafka").symlink_to(project_cache() / "kafka")  # jars: fetched once per machine by `make jars`
     env = {**base_env, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "COLUMNS": "200"}
     cli = str(venv / "bin" / "infertide")
-    where = _run([str(py), "-c", "import infertide, infertide.broker as b; print(infertide.__file__); "
+    where = _run([str(py), "-c", "import infertide, infertide.local.broker as b; print(infertide.__file__); "
                   "print(b.project_cache())"], env, tmp_path).split()
     assert where[0].startswith(str(site)), where  # the wheel's copy, not the checkout
     assert where[1] == str(cache)

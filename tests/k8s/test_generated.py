@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infertide import k8s_gen
+from infertide.k8s import generate as k8s_gen
 from schemas.topology import Topology, default_topology_path
 from tests.k8s.conftest import REPO
 from tests.k8s.helpers import docs_of
@@ -36,9 +36,9 @@ def test_serve_builder_exists() -> None:
 
 @pytest.mark.parametrize("generated", k8s_gen.generated_files(), ids=lambda f: str(f.path.relative_to(REPO)))
 def test_generated_file_is_current(generated: k8s_gen.GeneratedFile) -> None:
-    assert generated.path.is_file(), f"{generated.path} is missing: run `python -m infertide.k8s_gen`"
+    assert generated.path.is_file(), f"{generated.path} is missing: run `python -m infertide.k8s.generate`"
     assert generated.path.read_text() == generated.render(), (
-        f"{generated.path.relative_to(REPO)} differs from the topology: run `python -m infertide.k8s_gen` and commit"
+        f"{generated.path.relative_to(REPO)} differs from the topology: run `python -m infertide.k8s.generate` and commit"
     )
 
 

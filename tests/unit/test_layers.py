@@ -3,6 +3,11 @@
 ``schemas`` imports nothing of ours; ``workers`` and ``topologies`` import only
 ``schemas``; ``infertide`` may import all of them. Nothing imports upwards, so
 there is no cycle between the top packages either (checked on its own, too).
+
+Inside ``infertide`` the same holds one level down: ``cli`` sits on top (it may
+import every other part), then ``bench``, then ``demo``, then ``local``, then
+``clients``; ``settings`` and ``k8s`` import no other part. No part imports
+the CLI back, and there is no cycle between the parts.
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ ALLOWED = {
     "workers": {"schemas"},
     "topologies": {"schemas"},
     "infertide": {"schemas", "workers", "topologies"},
+}
+
+
+# infertide's parts: its subpackages and top-level modules (``infertide.settings``, ``infertide.__main__``).
+INFERTIDE_ALLOWED = {
+    "settings": set(),
+    "k8s": set(),
+    "clients": {"settings"},
+    "local": {"clients", "settings"},
+    "demo": {"local", "clients", "settings"},
+    "bench": {"demo", "local", "clients", "settings"},
+    "cli": {"bench", "demo", "local", "clients", "k8s", "settings"},
+    "__main__": {"cli"},
+    "__init__": set(),
 }
 
 
@@ -83,3 +102,50 @@ def test_no_cycle_between_top_packages() -> None:
     assert _cycles(edges) == []
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"], ["b", "c", "a", "b"],
                                                              ["c", "a", "b", "c"]]
+
+
+def _part(module: str) -> str | None:
+    """``infertide.local.stack`` -> ``local``; ``infertide`` itself -> ``__init__``; not ours -> None."""
+    parts = module.split(".")
+    if parts[0] != "infertide":
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def infertide_part_imports() -> dict[str, dict[str, list[str]]]:
+    """``{part: {imported part: ["file:line", ...]}}`` between the parts of ``infertide``."""
+    edges: dict[str, dict[str, list[str]]] = {}
+    for path in sorted((ROOT / "infertide").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        part = _part(".".join(rel.parts))
+        assert part is not None
+        edges.setdefault(part, {})
+        for module, line in _imported_modules(ast.parse(path.read_text(), filename=str(path)), path):
+            target = _part(module)
+            if target is not None and target != part:
+                edges[part].setdefault(target, []).append(f"{path.relative_to(ROOT)}:{line}")
+    return edges
+
+
+def test_every_infertide_part_has_a_layer() -> None:
+    assert set(infertide_part_imports()) <= set(INFERTIDE_ALLOWED), (
+        "a new part of infertide: give it a row in INFERTIDE_ALLOWED (what it may import)")
+
+
+@pytest.mark.parametrize("part", sorted(INFERTIDE_ALLOWED))
+def test_no_upward_import_between_infertide_parts(part: str) -> None:
+    bad = {t: where for t, where in infertide_part_imports().get(part, {}).items() if t not in INFERTIDE_ALLOWED[part]}
+    assert not bad, (f"infertide.{part} may import only {sorted(INFERTIDE_ALLOWED[part]) or 'no other part'} of "
+                     f"infertide, but imports {bad}; move the shared piece down (cli -> bench -> demo -> local -> "
+                     f"clients)")
+
+
+def test_no_cycle_between_infertide_parts() -> None:
+    edges = {p: set(targets) for p, targets in infertide_part_imports().items()}
+    assert _cycles(edges) == []
+
+
+def test_the_part_walker_sees_what_the_cli_imports() -> None:
+    edges = infertide_part_imports()
+    assert {"local", "demo", "bench"} <= set(edges["cli"])
+    assert _part("infertide.local.stack") == "local" and _part("infertide") == "__init__" and _part("ray") is None

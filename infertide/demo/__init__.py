@@ -1,0 +1,1 @@
+"""The demo: tiny local models (random weights, offline), sample data, and the run behind ``infertide demo``."""

@@ -1,0 +1,286 @@
+"""A real single-node Apache Kafka (KRaft) from Maven Central jars, for local runs and CI.
+
+The jars are fetched once with Maven (``infertide/local/kafka_jars/pom.xml``) into
+``<cache>/kafka/<version>/libs`` (see :func:`project_cache`) and reused. :class:`LocalKafka` formats a data
+directory, starts ``kafka.Kafka`` bound to 127.0.0.1, waits until it answers a
+metadata request and stops it by PID.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infertide.local.broker_tls import SaslSsl
+from infertide.local.supervise import die_with_parent
+
+__all__ = [
+    "KAFKA_VERSION", "BrokerError", "LocalKafka", "answers_metadata", "ensure_jars", "free_port", "project_cache",
+    "terminate",
+]
+
+KAFKA_VERSION = os.environ.get("INFERTIDE_KAFKA_VERSION", "4.1.1")
+POM = Path(__file__).resolve().parent / "kafka_jars" / "pom.xml"
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be fetched, started or reached."""
+
+
+def project_cache() -> Path:
+    """Where jars, tiny models and run folders go: ``$INFERTIDE_CACHE``; else ``.cache/`` of a source
+    checkout; else, installed from a wheel, the user's cache folder (``~/.cache/infertide`` on Linux).
+
+    Never the installed package's folder: site-packages is not ours to write in.
+    """
+    from infertide.settings import Settings
+
+    if (cache := Settings().cache) is not None:
+        return cache
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and "site-packages" not in root.parts:
+        return root / ".cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("infertide", appauthor=False))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_jars(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
+    """The broker's classpath folder, fetched with Maven on first use and cached."""
+    libs = project_cache() / "kafka" / version / "libs"
+    if (libs / f"kafka_2.13-{version}.jar").is_file():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (`mvn`) is needed once to fetch the Kafka jars; install it (apt-get install maven)")
+    libs.mkdir(parents=True, exist_ok=True)
+    cmd = [mvn, "-B", "-f", str(POM), f"-Dkafka.version={version}", "dependency:copy-dependencies",
+           f"-DoutputDirectory={libs}"]
+    if quiet:
+        cmd.insert(1, "-q")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not (libs / f"kafka_2.13-{version}.jar").is_file():
+        raise BrokerError(f"fetching Kafka {version} jars failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return libs
+
+
+_LOG4J = """log4j.rootLogger=WARN, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaServer=INFO
+log4j.logger.kafka.server.BrokerServer=INFO
+"""
+
+
+@dataclass
+class LocalKafka:
+    """One KRaft broker+controller on loopback.
+
+    Args:
+        workdir: data, config and log folder (created).
+        port: client port on 127.0.0.1 (0 picks a free one).
+        heap: JVM heap, small by default.
+        tie_to_parent: SIGTERM the broker when the process that started it dies (Linux); False for a detached one.
+        sasl_ssl: clients connect with SASL_SSL (SCRAM-SHA-512 over TLS) instead of PLAINTEXT; the CA, the
+            certificate and the passwords are made in ``workdir/tls`` (see :attr:`tls`).
+    """
+
+    workdir: Path
+    port: int = 0
+    heap: str = "512m"
+    version: str = KAFKA_VERSION
+    tie_to_parent: bool = True
+    sasl_ssl: bool = False
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    tls: SaslSsl | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "broker.log"
+
+    def _write_config(self, controller_port: int) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.workdir / "data"),
+            "num.partitions": "4",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "message.max.bytes": str(16 * 1024 * 1024),
+            "log.retention.hours": "24",
+        }
+        if self.tls is not None:
+            props.update(self.tls.broker_properties(self.port, controller_port))
+        path = self.workdir / "server.properties"
+        path.touch(mode=0o600)  # it may hold the key store's and the broker's passwords
+        path.chmod(0o600)
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.workdir / "log4j.properties").write_text(_LOG4J.format(log=self.workdir / "kafka-server.log"))
+        return path
+
+    def _java(self, libs: Path) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError("Java 17+ is needed for the local Kafka broker (apt-get install openjdk-17-jre-headless)")
+        return [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseSerialGC",
+                f"-Dlog4j.configuration=file:{self.workdir / 'log4j.properties'}", "-cp", f"{libs}/*"]
+
+    def start(self, timeout: float = 60.0) -> LocalKafka:
+        """Format (first time only), start and wait until the broker answers.
+
+        Starting again after :meth:`stop` on the same ``workdir`` (and port) keeps the topics,
+        the records and the committed offsets: a broker restart, as clients see one.
+        """
+        libs = ensure_jars(self.version)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.port == 0:
+            self.port = free_port()
+        if self.sasl_ssl and self.tls is None:
+            self.tls = SaslSsl.load_or_create(self.workdir / "tls")
+        # A restart on the same folder keeps its data: same controller port, same cluster, no format.
+        saved = self.workdir / "controller.port"
+        data = self.workdir / "data"
+        controller = int(saved.read_text()) if saved.exists() and data.exists() else free_port()
+        config = self._write_config(controller)
+        if not (data / "meta.properties").exists():
+            self._format(libs, config)
+            saved.write_text(str(controller))
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen([*self._java(libs), "kafka.Kafka", str(config)], stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=die_with_parent() if self.tie_to_parent else None)
+        self.pid_file.write_text(str(self.proc.pid))
+        self.wait_ready(timeout)
+        return self
+
+    def _format(self, libs: Path, config: Path) -> None:
+        data = self.workdir / "data"
+        if data.exists():  # a half-formatted folder from an interrupted start
+            shutil.rmtree(data)
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # StorageTool reads "-t -xyz" as an option (1 in 64 ids); Kafka avoids them too
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        scram = self.tls.format_args() if self.tls is not None else []  # salted hashes, no password
+        fmt = subprocess.run([*self._java(libs), "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                              "-c", str(config), *scram], capture_output=True, text=True)
+        if fmt.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}\n{fmt.stderr}")
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise BrokerError(f"Kafka exited with {self.proc.returncode}; see {self.log_file}")
+            try:
+                if answers_metadata(self.bootstrap, **self.client_kwargs()):
+                    return
+            except Exception as err:  # noqa: BLE001 - keep polling until the deadline
+                last = err
+            time.sleep(0.3)
+        self.stop()
+        raise BrokerError(f"Kafka did not answer on {self.bootstrap} within {timeout}s ({last}); see {self.log_file}")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """kafka-python settings beyond the bootstrap that this listener needs (SASL_SSL: the password too)."""
+        return self.tls.client_kwargs() if self.tls is not None else {}
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (clean shutdown), then SIGKILL after ``timeout``; only our own PID."""
+        if self.proc is None:
+            return
+        terminate(self.proc, timeout)
+        self.pid_file.unlink(missing_ok=True)
+        self.proc = None
+
+    def __enter__(self) -> LocalKafka:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """SIGTERM a child we started, SIGKILL it after ``timeout``; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def answers_metadata(bootstrap: str, **client_kw: Any) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=1):
+        pass
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="infertide-probe",
+                             **client_kw)
+    try:
+        admin.list_topics()
+        return True
+    finally:
+        admin.close()
+
+
+def stop_pid_file(pid_file: Path, timeout: float = 20.0) -> bool:
+    """Stop a detached broker started by ``infertide kafka start`` (by its recorded PID)."""
+    if not pid_file.is_file():
+        return False
+    pid = int(pid_file.read_text().strip())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,25 @@
+"""The checkpoint preflight ``infertide up`` and ``demo`` run before starting anything: can each model load here?"""
+
+from __future__ import annotations
+
+from schemas.topology import Topology
+
+__all__ = ["checkpoint_problems", "checkpoints"]
+
+
+def checkpoints(topology: Topology) -> list:
+    """One ``workers.checkpoints.Checkpoint`` per model of the topology."""
+    from workers.checkpoints import Checkpoint
+
+    return [Checkpoint.of(name, cfg) for name, cfg in topology.models.items()]
+
+
+def checkpoint_problems(topology: Topology) -> list[str]:
+    """One line per model whose checkpoint cannot load here (not cached and no network, wrong task, no such path).
+
+    Runs in seconds and downloads nothing, so ``infertide up`` fails before
+    starting Kafka and Ray instead of in a Serve replica's log.
+    """
+    from workers.checkpoints import locate
+
+    return [found.problem for found in map(locate, checkpoints(topology)) if found.problem]
