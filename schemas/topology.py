@@ -210,6 +210,9 @@ class LimitsConfig(Strict):
     max_image_bytes: PositiveInt = 5 * 1024 * 1024
     max_text_chars: PositiveInt = 10_000
     max_image_pixels: PositiveInt = 40_000_000
+    # Longest side / shortest side: a 1 x 200,000 strip passes a pixel limit, but a resize to the
+    # model's short side (CLIP: 224) turns it into hundreds of millions of pixels (~1 GB measured).
+    max_image_aspect: Annotated[float, Field(ge=1)] = 50.0
     # A dead letter never exceeds this: beyond it the original is cut (its size and sha256 kept).
     # Under the broker's default message.max.bytes (1 MiB), so the DLQ works on any cluster's defaults.
     max_dead_letter_bytes: Annotated[int, Field(ge=16 * 1024)] = 1_000_000

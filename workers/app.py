@@ -71,6 +71,7 @@ def model_user_config(topology: Topology, name: str) -> dict[str, Any]:
         "max_text_chars": limits.max_text_chars,
         "max_image_bytes": limits.max_image_bytes,
         "max_image_pixels": limits.max_image_pixels,
+        "max_image_aspect": limits.max_image_aspect,
         "image_uris": limits.image_uris.model_dump(mode="json"),
         **data["options"],
     }

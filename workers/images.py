@@ -47,6 +47,7 @@ class ImageLimits:
     Args:
         max_bytes: encoded size limit (inline after base64 decoding, or fetched).
         max_pixels: width * height limit, checked from the header before decoding.
+        max_aspect: longest side / shortest side limit, checked from the header too.
         uris: where ``image.uri`` may point and the fetch time limits (``limits.image_uris``);
             the default refuses every URI.
         uri_prefixes: this model's own http(s) prefixes (``options.allowed_uri_prefixes``),
@@ -55,6 +56,7 @@ class ImageLimits:
 
     max_bytes: int = 5 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_aspect: float = 50.0
     uris: ImageUrisConfig = field(default_factory=ImageUrisConfig)
     uri_prefixes: tuple[str, ...] | None = None
 
@@ -71,6 +73,7 @@ class ImageLimits:
         return cls(
             max_bytes=int(options.get("max_bytes", options.get("max_image_bytes", cls.max_bytes))),
             max_pixels=int(options.get("max_pixels", options.get("max_image_pixels", cls.max_pixels))),
+            max_aspect=float(options.get("max_image_aspect", cls.max_aspect)),
             uris=uris,
             uri_prefixes=None if own is None else tuple(str(p) for p in own),
         )
@@ -89,9 +92,12 @@ def load_image_bytes(item: Any, limits: ImageLimits) -> bytes:
         if len(data) > (limits.max_bytes * 4) // 3 + 4:
             raise ImageTooLarge(f"inline image is over the limit of {limits.max_bytes} bytes")
         try:
-            return base64.b64decode(data, validate=True)
+            raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InputError(f"image 'data' is not valid base64: {exc}") from None
+        if len(raw) > limits.max_bytes:
+            raise ImageTooLarge(f"inline image is {len(raw)} bytes, over the limit of {limits.max_bytes}")
+        return raw
     return fetch_uri(str(uri), limits.uris, limits.max_bytes, limits.uri_prefixes)
 
 
@@ -114,6 +120,9 @@ def decode_image(item: Any, limits: ImageLimits) -> Image.Image:
     w, h = img.size
     if w * h > limits.max_pixels:
         raise ImageTooLarge(f"image is {w}x{h} = {w * h} pixels, over the limit of {limits.max_pixels}")
+    if max(w, h) > limits.max_aspect * max(1, min(w, h)):
+        raise ImageTooLarge(f"image is {w}x{h}, a side ratio over the limit of {limits.max_aspect:g} "
+                            "(limits.max_image_aspect)")
     try:
         img.load()
         return img.convert("RGB")
