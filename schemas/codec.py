@@ -74,10 +74,12 @@ def _check_limits(schema: str, obj: dict[str, Any], limits: Limits) -> None:
         raise EventDecodeError(schema, "text", f"text has {len(text)} characters; the limit is {limits.max_text_chars}")
     image = obj.get("image")
     if isinstance(image, dict) and isinstance(image.get("data"), str):
-        approx = len(image["data"]) * 3 // 4
-        if approx > limits.max_image_bytes:
+        data = image["data"]
+        # The decoded size, padding counted out: an image of exactly the limit passes.
+        size = len(data) * 3 // 4 - (len(data) - len(data.rstrip("=")))
+        if size > limits.max_image_bytes:
             raise EventDecodeError(
-                schema, "image.data", f"inline image is about {approx} bytes; the limit is {limits.max_image_bytes}"
+                schema, "image.data", f"inline image is about {size} bytes; the limit is {limits.max_image_bytes}"
             )
 
 

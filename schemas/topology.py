@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from schemas.config_base import ConfigError, PositiveFloat, PositiveInt, Strict, did_you_mean, explain
+from schemas.image_uris import ImageUrisConfig, parse_prefix
 from schemas.kafka_config import KafkaConfig
 from schemas.tasks import EVENT_KINDS, TASKS
 
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DeliveryConfig",
     "EventKind",
+    "ImageUrisConfig",
     "KafkaConfig",
     "LimitsConfig",
     "ModelConfig",
@@ -132,6 +134,17 @@ class ModelConfig(Strict):
             )
         return self
 
+    @field_validator("options")
+    @classmethod
+    def _legacy_uri_prefixes(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # A model may still narrow or widen http(s) for itself (the older per-model key).
+        for prefix in options.get("allowed_uri_prefixes") or ():
+            try:
+                parse_prefix(str(prefix))
+            except ValueError as err:
+                raise ValueError(f"allowed_uri_prefixes: {err}") from None
+        return options
+
 
 class SamplingConfig(Strict):
     """Video frame sampling per ``stream_id``: every Nth frame and/or at most F frames/s."""
@@ -197,9 +210,14 @@ class LimitsConfig(Strict):
     max_image_bytes: PositiveInt = 5 * 1024 * 1024
     max_text_chars: PositiveInt = 10_000
     max_image_pixels: PositiveInt = 40_000_000
+    # Longest side / shortest side: a 1 x 200,000 strip passes a pixel limit, but a resize to the
+    # model's short side (CLIP: 224) turns it into hundreds of millions of pixels (~1 GB measured).
+    max_image_aspect: Annotated[float, Field(ge=1)] = 50.0
     # A dead letter never exceeds this: beyond it the original is cut (its size and sha256 kept).
     # Under the broker's default message.max.bytes (1 MiB), so the DLQ works on any cluster's defaults.
     max_dead_letter_bytes: Annotated[int, Field(ge=16 * 1024)] = 1_000_000
+    # Where image.uri may point (file:// under a directory, http(s) by prefix); off by default.
+    image_uris: ImageUrisConfig = ImageUrisConfig()
 
     @model_validator(mode="after")
     def _limits_agree(self) -> LimitsConfig:

@@ -62,8 +62,9 @@ class Ingress:
 
 
 def model_user_config(topology: Topology, name: str) -> dict[str, Any]:
-    """The Serve ``user_config`` of one model: its config, with image/text limits filled
-    into ``options`` from ``limits:`` where the model does not set them."""
+    """The Serve ``user_config`` of one model: its config, with image/text limits (and where image
+    URIs may point, ``limits.image_uris``) filled into ``options`` from ``limits:`` where the model
+    does not set them."""
     cfg = topology.models[name]
     data = cfg.model_dump(mode="json", include=_USER_CONFIG_KEYS)
     limits = topology.limits
@@ -71,6 +72,8 @@ def model_user_config(topology: Topology, name: str) -> dict[str, Any]:
         "max_text_chars": limits.max_text_chars,
         "max_image_bytes": limits.max_image_bytes,
         "max_image_pixels": limits.max_image_pixels,
+        "max_image_aspect": limits.max_image_aspect,
+        "image_uris": limits.image_uris.model_dump(mode="json"),
         **data["options"],
     }
     return data

@@ -1,4 +1,4 @@
-"""Image input for the image models: inline base64 or a URI, with size, pixel and allow-list limits.
+"""Image input for the image models: inline base64 or a URI, with size, pixel and URI limits.
 
 An item is the wire ``ImageRef`` as a dict: ``{"data": <base64> | None, "uri": <str> | None}``.
 Every failure raises ``InputError`` (or a subclass) so the caller gets a per-item
@@ -10,15 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from schemas.image_uris import ImageUrisConfig
 from workers.base import BatchedModel, InputError
+from workers.fetch import FetchTimeout, ImageTooLarge, UnsupportedUri, UriNotAllowed, fetch_uri
 
 # ultralytics replaces PIL.Image.open with a wrapper that tries to pip-check pi-heif on
 # every unidentified file; undecodable bytes are common input here, so keep Pillow's own.
@@ -29,6 +28,7 @@ if not getattr(_pil_open, "__module__", "PIL").startswith("PIL"):
     _pil_open = getattr(sys.modules.get(_pil_open.__module__), "_image_open", _pil_open)
 
 __all__ = [
+    "FetchTimeout",
     "ImageLimits",
     "ImageModel",
     "ImageTooLarge",
@@ -40,18 +40,6 @@ __all__ = [
 ]
 
 
-class ImageTooLarge(InputError):
-    """The image is over the byte or pixel limit (a decompression bomb, or just too big)."""
-
-
-class UriNotAllowed(InputError):
-    """The URI is not under any allowed prefix; add it to ``options.allowed_uri_prefixes``."""
-
-
-class UnsupportedUri(InputError):
-    """The URI scheme is not supported here (e.g. ``s3://`` without boto3)."""
-
-
 @dataclass(frozen=True)
 class ImageLimits:
     """Limits applied to every image.
@@ -59,57 +47,36 @@ class ImageLimits:
     Args:
         max_bytes: encoded size limit (inline after base64 decoding, or fetched).
         max_pixels: width * height limit, checked from the header before decoding.
-        allowed_uri_prefixes: a URI must start with one of these; ``file://`` alone
-            allows any local file, ``https://images.example.com/`` one host.
-        fetch_timeout_s: timeout for http(s) fetches.
+        max_aspect: longest side / shortest side limit, checked from the header too.
+        uris: where ``image.uri`` may point and the fetch time limits (``limits.image_uris``);
+            the default refuses every URI.
+        uri_prefixes: this model's own http(s) prefixes (``options.allowed_uri_prefixes``),
+            used instead of ``uris.allowed_prefixes`` when set.
     """
 
     max_bytes: int = 5 * 1024 * 1024
     max_pixels: int = 40_000_000
-    allowed_uri_prefixes: tuple[str, ...] = field(default=("file://",))
-    fetch_timeout_s: float = 5.0
+    max_aspect: float = 50.0
+    uris: ImageUrisConfig = field(default_factory=ImageUrisConfig)
+    uri_prefixes: tuple[str, ...] | None = None
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> ImageLimits:
-        """Limits from a model's ``options`` (keys as the field names; ``max_image_bytes`` /
-        ``max_image_pixels`` also accepted, as the app fills them from ``limits:``)."""
+        """Limits from a model's ``options``: ``max_image_bytes`` / ``max_image_pixels`` and
+        ``image_uris`` as the app fills them from ``limits:`` (``max_bytes`` / ``max_pixels`` also
+        accepted), plus the older per-model ``allowed_uri_prefixes`` and ``fetch_timeout_s``."""
+        uris = ImageUrisConfig.model_validate(options.get("image_uris") or {})
+        if "fetch_timeout_s" in options:
+            t = float(options["fetch_timeout_s"])
+            uris = ImageUrisConfig.model_validate({**uris.model_dump(), "read_timeout_s": t, "total_timeout_s": t})
+        own = options.get("allowed_uri_prefixes")
         return cls(
             max_bytes=int(options.get("max_bytes", options.get("max_image_bytes", cls.max_bytes))),
             max_pixels=int(options.get("max_pixels", options.get("max_image_pixels", cls.max_pixels))),
-            allowed_uri_prefixes=tuple(options.get("allowed_uri_prefixes", ("file://",))),
-            fetch_timeout_s=float(options.get("fetch_timeout_s", cls.fetch_timeout_s)),
+            max_aspect=float(options.get("max_image_aspect", cls.max_aspect)),
+            uris=uris,
+            uri_prefixes=None if own is None else tuple(str(p) for p in own),
         )
-
-
-def _fetch_uri(uri: str, limits: ImageLimits) -> bytes:
-    if not any(uri.startswith(p) for p in limits.allowed_uri_prefixes):
-        raise UriNotAllowed(
-            f"image uri {uri[:200]!r} is not allowed; allowed prefixes: {list(limits.allowed_uri_prefixes)}"
-            " (set options.allowed_uri_prefixes, e.g. ['https://images.example.com/'])"
-        )
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "file":
-        path = Path(urllib.parse.unquote(parsed.path))
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise InputError(f"cannot read image file {path}: {exc.strerror}") from None
-        if size > limits.max_bytes:
-            raise ImageTooLarge(f"image file is {size} bytes, over the limit of {limits.max_bytes}")
-        return path.read_bytes()
-    if parsed.scheme in ("http", "https"):
-        req = urllib.request.Request(uri, headers={"User-Agent": "infertide"})
-        try:
-            with urllib.request.urlopen(req, timeout=limits.fetch_timeout_s) as resp:  # noqa: S310 - allow-listed
-                body = resp.read(limits.max_bytes + 1)
-        except OSError as exc:
-            raise InputError(f"cannot fetch image {uri[:200]!r}: {exc}") from None
-        if len(body) > limits.max_bytes:
-            raise ImageTooLarge(f"image at {uri[:200]!r} is over the limit of {limits.max_bytes} bytes")
-        return body
-    if parsed.scheme == "s3":
-        raise UnsupportedUri("s3:// image URIs are not supported without boto3; send the image inline or by http(s)")
-    raise UnsupportedUri(f"unsupported image uri scheme {parsed.scheme!r}; use file://, http(s):// or inline data")
 
 
 def load_image_bytes(item: Any, limits: ImageLimits) -> bytes:
@@ -125,10 +92,13 @@ def load_image_bytes(item: Any, limits: ImageLimits) -> bytes:
         if len(data) > (limits.max_bytes * 4) // 3 + 4:
             raise ImageTooLarge(f"inline image is over the limit of {limits.max_bytes} bytes")
         try:
-            return base64.b64decode(data, validate=True)
+            raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InputError(f"image 'data' is not valid base64: {exc}") from None
-    return _fetch_uri(str(uri), limits)
+        if len(raw) > limits.max_bytes:
+            raise ImageTooLarge(f"inline image is {len(raw)} bytes, over the limit of {limits.max_bytes}")
+        return raw
+    return fetch_uri(str(uri), limits.uris, limits.max_bytes, limits.uri_prefixes)
 
 
 def decode_image(item: Any, limits: ImageLimits) -> Image.Image:
@@ -150,6 +120,9 @@ def decode_image(item: Any, limits: ImageLimits) -> Image.Image:
     w, h = img.size
     if w * h > limits.max_pixels:
         raise ImageTooLarge(f"image is {w}x{h} = {w * h} pixels, over the limit of {limits.max_pixels}")
+    if max(w, h) > limits.max_aspect * max(1, min(w, h)):
+        raise ImageTooLarge(f"image is {w}x{h}, a side ratio over the limit of {limits.max_aspect:g} "
+                            "(limits.max_image_aspect)")
     try:
         img.load()
         return img.convert("RGB")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Stack:
     models_dir: Path
     workdir: Path
     env: dict[str, str]
+    limits: dict[str, Any] = field(default_factory=dict)
 
     def topology(self, prefix: str, edit: Callable[[dict[str, Any]], None] | None = None,
                  **route_overrides: Any) -> tuple[Topology, Path]:
@@ -43,6 +44,8 @@ class Stack:
         d["analytics"] = {"window_s": 2, "expires_s": 4}
         d["recommendations"] = {"top_k": 3, "item_pool_size": 500}
         d["web_port"] = free_port()
+        if self.limits:
+            d["limits"] = self.limits
         if edit is not None:
             edit(d)
         path = self.workdir / f"{prefix}.yaml"
@@ -58,13 +61,23 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
+def stack_limits() -> dict[str, Any]:
+    """The ``limits:`` section of the module's Serve app and of every topology its stack makes
+    (one config for both halves); a test module overrides this fixture to set its own."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tiny_models_dir: Path, offline_model_env: dict[str, str],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    topology = parse_topology(tiny_topology_dict(tiny_models_dir), "<tiny>")
+          tmp_path_factory: pytest.TempPathFactory, stack_limits: dict[str, Any]) -> Iterator[Stack]:
+    data = tiny_topology_dict(tiny_models_dir)
+    if stack_limits:
+        data["limits"] = stack_limits
+    topology = parse_topology(data, "<tiny>")
     serve = RayServe(topology, num_cpus=2).start()
     try:
         yield Stack(kafka_bootstrap, serve.address, tiny_models_dir, tmp_path_factory.mktemp("e2e"),
-                    dict(offline_model_env))
+                    dict(offline_model_env), dict(stack_limits))
     finally:
         serve.stop()
 

@@ -7,6 +7,7 @@ import base64
 import pytest
 
 from tests.fixtures.images import png_bomb
+from schemas.image_uris import ImageUrisConfig
 from workers.base import InputError
 from workers.images import ImageLimits, ImageTooLarge, UnsupportedUri, UriNotAllowed, decode_image
 
@@ -19,7 +20,8 @@ def test_inline_jpeg_decodes(make_image_item):
 def test_file_uri(tmp_path, make_image_item):
     p = tmp_path / "a.jpg"
     p.write_bytes(base64.b64decode(make_image_item(20, 10)["data"]))
-    assert decode_image({"uri": p.as_uri(), "data": None}, ImageLimits()).size == (20, 10)
+    limits = ImageLimits(uris=ImageUrisConfig(file_root=str(tmp_path)))
+    assert decode_image({"uri": p.as_uri(), "data": None}, limits).size == (20, 10)
 
 
 @pytest.mark.parametrize("bomb", [png_bomb(), png_bomb(12_000, 12_000)])
@@ -55,15 +57,16 @@ def test_truncated_jpeg(make_image_item):
         decode_image({"data": base64.b64encode(raw[: len(raw) // 3]).decode(), "uri": None}, ImageLimits())
 
 
-def test_uri_allow_list_and_schemes():
+def test_uri_refused_by_default_and_schemes():
+    # Every refusal in detail, against a real server and real files: tests/unit/workers/test_fetch.py.
     with pytest.raises(UriNotAllowed):
         decode_image({"uri": "https://evil.example.com/x.jpg", "data": None}, ImageLimits())
-    with pytest.raises(UnsupportedUri, match="boto3"):
-        decode_image({"uri": "s3://bucket/x.jpg", "data": None}, ImageLimits(allowed_uri_prefixes=("s3://",)))
-    with pytest.raises(InputError):
+    with pytest.raises(UnsupportedUri, match="s3://"):
+        decode_image({"uri": "s3://bucket/x.jpg", "data": None}, ImageLimits())
+    with pytest.raises(UriNotAllowed, match="file_root"):
         decode_image({"uri": "file:///nonexistent/x.jpg", "data": None}, ImageLimits())
 
 
 def test_limits_from_options():
     lim = ImageLimits.from_options({"max_image_bytes": 10, "max_pixels": 5, "allowed_uri_prefixes": ["https://a/"]})
-    assert (lim.max_bytes, lim.max_pixels, lim.allowed_uri_prefixes) == (10, 5, ("https://a/",))
+    assert (lim.max_bytes, lim.max_pixels, lim.uri_prefixes) == (10, 5, ("https://a/",))
