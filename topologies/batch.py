@@ -23,6 +23,7 @@ from topologies.metrics import METRICS
 from topologies.recommend import engagement_weight, item_labels
 from topologies.records import InputRecord, OutRecord, dead_letter, now_ms, result_record
 from topologies.sampling import FrameSampler
+from topologies.topic_limits import record_cap
 
 __all__ = ["SCHEMA_OF_KIND", "BatchOutput", "BatchProcessor", "Decoded", "InferenceFailed", "Observed"]
 
@@ -82,6 +83,7 @@ class BatchProcessor:
         self.schema = SCHEMA_OF_KIND[route.kind]
         self.limits = Limits.from_config(topology.limits)
         self.max_dead_letter_bytes = topology.limits.max_dead_letter_bytes
+        self.result_caps: dict[str, int] = {}  # output topic -> largest record it takes (set_topic_limits)
         self.strict_fields = route.strict_fields
         self._unknown_seen: set[str] = set()
         self.known_schemas = {spec.schema for spec in EVENT_KINDS.values()}
@@ -91,6 +93,17 @@ class BatchProcessor:
         self.sampler = FrameSampler(route.sampling) if route.kind == "video" and route.sampling else None
         self._e2e = METRICS.e2e_latency.labels(route.name)
         self.has_stream = route.kind == "video"  # events with a stream_id
+
+    def output_topics(self) -> set[str]:
+        """The topics this route's results and dead letters go to."""
+        return {self.dlq_topic, *self.outputs.values()}
+
+    def set_topic_limits(self, limits: dict[str, int]) -> None:
+        """Size outputs against what the topics accept (``{topic: max.message.bytes}``, read from the broker)."""
+        caps = {t: c for t in self.output_topics() if (c := record_cap(limits, t)) is not None}
+        dlq_cap = caps.pop(self.dlq_topic, None)
+        self.max_dead_letter_bytes = min(self.max_dead_letter_bytes, dlq_cap if dlq_cap is not None else 1 << 62)
+        self.result_caps = caps
 
     # -- before the model calls ----------------------------------------------------------
 
@@ -154,6 +167,7 @@ class BatchProcessor:
                                      error_class=type(answer.cause).__name__)
                 continue
             task, topic = self.tasks[model], self.outputs[model]
+            cap = self.result_caps.get(topic)
             reply_list, call_ms = answer
             n_ok = 0
             for rec, reply in zip(valid, reply_list):
@@ -163,8 +177,14 @@ class BatchProcessor:
                     continue
                 # Time in Serve beyond the model itself: batching wait, queueing, transport.
                 queue_ms = call_ms - float(reply.get("inference_ms", 0.0))
-                out.records.append(result_record(rec, topic=topic, reply=reply, queue_ms=queue_ms,
-                                                 produced=produced))
+                result = result_record(rec, topic=topic, reply=reply, queue_ms=queue_ms, produced=produced)
+                if cap is not None and len(result.value) + len(result.key or b"") > cap:
+                    self.dead_letter(out, rec, "produce", f"its {model} result is {len(result.value):,} bytes, over "
+                                     f"what topic {topic} takes ({cap:,}: its max.message.bytes less framing); "
+                                     "raise the topic's max.message.bytes or limit the model's output",
+                                     error_class="RecordTooLarge")
+                    continue
+                out.records.append(result)
                 out.ok.add((rec.partition, rec.offset))
                 out.observed.append((task, rec.event, reply["result"]))
                 if model == primary:  # one latency sample and one engagement per event, not per model

@@ -20,6 +20,7 @@ from typing import Any
 from murmurhash2 import murmurhash2
 
 from topologies.records import OutRecord
+from topologies.topic_limits import BATCH_OVERHEAD
 
 __all__ = ["BatchProducer", "partition_for"]
 
@@ -36,10 +37,13 @@ class BatchProducer:
 
     Args:
         producer: the aiokafka producer (idempotent, acks=all for at-least-once).
+        topic_limits: ``{topic: max.message.bytes}`` (:mod:`topologies.topic_limits`); a record batch for
+            such a topic is cut before it would pass the limit (the broker refuses a bigger batch whole).
     """
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, producer: Any, topic_limits: dict[str, int] | None = None) -> None:
         self.producer = producer
+        self.topic_limits = dict(topic_limits or {})
         self._round_robin = itertools.count()
 
     async def _partitions(self, topic: str) -> int:
@@ -65,11 +69,20 @@ class BatchProducer:
         futures = []
         producer = self.producer
         for (topic, partition), recs in groups.items():
-            batch = producer.create_batch()
+            cap = self.topic_limits.get(topic, 0) - BATCH_OVERHEAD
+            batch, n = producer.create_batch(), 0
             for rec in recs:
+                if cap > 0 and n and batch.size() + _size(rec) > cap:  # would pass the topic's limit: cut here
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch, n = producer.create_batch(), 0
+                n += 1
                 if batch.append(key=rec.key, value=rec.value, timestamp=None, headers=list(rec.headers)) is None:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
                     batch.append(key=rec.key, value=rec.value, timestamp=None, headers=list(rec.headers))
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
+
+
+def _size(rec: OutRecord) -> int:
+    return len(rec.value) + len(rec.key or b"") + sum(len(k) + len(v) for k, v in rec.headers) + 32

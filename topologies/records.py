@@ -63,7 +63,8 @@ def dead_letter(
     rec: InputRecord, *, topic: str, route: str, stage: str, error: BaseException | str, attempts: int = 1,
     error_class: str | None = None, max_bytes: int = 1_000_000,
 ) -> OutRecord:
-    """The ``dead_letter.v1`` record of an input that could not be processed; never over ``max_bytes``.
+    """The ``dead_letter.v1`` record of an input that could not be processed; key + value never over ``max_bytes``
+    (unless the letter without its original is already bigger).
 
     A poison record must not stop a route because its dead letter is too big to produce: beyond
     the cap the original is cut (``truncated``), and the letter keeps the original's size, sha256,
@@ -75,32 +76,36 @@ def dead_letter(
     key = rec.key
     if key is not None and len(key) > _MAX_KEY:  # a key counts toward the record's size too
         key = hashlib.sha256(key).hexdigest().encode()
-    room = (max_bytes - _LETTER_OVERHEAD) * 3 // 4  # base64 grows by 4/3
-    kept = raw if len(raw) <= room else raw[:room]
-    dl = DeadLetter(
+    fields: dict[str, Any] = dict(
         event_id=event_id,
-        original=base64.b64encode(kept).decode(),
         key=base64.b64encode(key).decode() if key is not None else None,
         topic=rec.topic,
         partition=rec.partition,
         offset=rec.offset,
         route=route,
-        stage=stage,  # type: ignore[arg-type]
+        stage=stage,
         error_class=error_class or (type(error).__name__ if isinstance(error, BaseException) else "Error"),
         error=message or "(no message)",
         attempts=attempts,
         ts=now_ms(),
         original_size=len(raw),
         original_sha256=hashlib.sha256(raw).hexdigest(),
-        truncated=len(kept) < len(raw),
     )
+    kept = raw
+    if len(raw) * 4 // 3 + _LETTER_OVERHEAD + len(key or b"") > max_bytes:  # measured only when it may not fit
+        bare = len(encode(DeadLetter(**fields, original="", truncated=True)))
+        kept = raw[:max(0, (max_bytes - bare - _RECORD_OVERHEAD - len(key or b"")) * 3 // 4)]
+    dl = DeadLetter(**fields, original=base64.b64encode(kept).decode(), truncated=len(kept) < len(raw))
     return OutRecord(topic, key, encode(dl), _headers(rec))
 
 
 _MAX_KEY = 1024
-# Everything in a letter but the original: ids, the error (<= 4,000 chars, up to 4 bytes each in
-# UTF-8 and 6 when JSON-escaped), the key (<= 1 KiB, base64), headers.
+# Everything in a letter but the original, at most: ids, the error (<= 4,000 chars, up to 4 bytes
+# each in UTF-8 and 6 when JSON-escaped), the key (<= 1 KiB, base64). Below this the letter fits
+# without measuring; above it, the letter without its original is encoded and measured.
 _LETTER_OVERHEAD = 32 * 1024
+# The record's own framing and headers (traceparent) beside key and value.
+_RECORD_OVERHEAD = 512
 
 
 def result_record(rec: InputRecord, *, topic: str, reply: dict[str, Any], queue_ms: float,

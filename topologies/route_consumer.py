@@ -41,13 +41,12 @@ from topologies.metrics import METRICS, forget
 from topologies.pipeline import InferFn, ObserveFn, RoutePipeline
 from topologies.producer import BatchProducer
 from topologies.records import InputRecord, OutRecord
-from topologies.tracing import BatchTracer
+from topologies.topic_limits import read_topic_limits
+from topologies.tracing import WORKER_SERVICE, BatchTracer
 
 __all__ = ["RouteConsumer"]
 
 log = logging.getLogger(__name__)
-
-TRACING_SERVICE = "infertide-worker"  # OTEL_SERVICE_NAME wins
 
 
 @dataclass
@@ -79,7 +78,7 @@ class RouteConsumer(ConsumerRebalanceListener):
         self.on_fatal = on_fatal
         self._kw = aiokafka_kwargs(topology.kafka, bootstrap)
         self.routes: dict[str, _Route] = {}
-        otel = tracer(TRACING_SERVICE)
+        otel = tracer(WORKER_SERVICE)
         for route in topology.routes:
             spans = BatchTracer(otel, route.name, self.group) if otel is not None else None
             pipe = RoutePipeline(topology, route, infer=infer, send_all=self._send_all, summary_topic=summary_topic,
@@ -114,7 +113,11 @@ class RouteConsumer(ConsumerRebalanceListener):
             max_poll_records=max_batch, **self._kw)
         self.consumer.subscribe(topics=list(self.routes), listener=self)
         await self.producer.start()
-        self._batches = BatchProducer(self.producer)
+        limits = await read_topic_limits({t for r in self.routes.values() for t in r.pipeline.processor.output_topics()},
+                                         self._kw)
+        for r in self.routes.values():
+            r.pipeline.processor.set_topic_limits(limits)
+        self._batches = BatchProducer(self.producer, limits)
         await self.consumer.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._route_loop(r), name=f"route-{r.config.name}")

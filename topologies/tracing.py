@@ -22,7 +22,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from schemas.tracing import HEADER, TraceParent, otel_context, span_traceparent
 from topologies.records import InputRecord
 
-__all__ = ["BatchTracer", "EventTrace"]
+__all__ = ["WORKER_SERVICE", "BatchTracer", "EventTrace"]
+
+WORKER_SERVICE = "infertide-worker"  # the stream workers' service name (OTEL_SERVICE_NAME wins)
 
 
 class EventTrace:

@@ -19,18 +19,43 @@ def _rec(value: bytes, key: bytes | None = b"k", headers: dict[str, bytes] | Non
     return InputRecord("events.text", 2, 41, key, value, headers or {})
 
 
-@pytest.mark.parametrize("size", [10, 700_000, 900_000, 3_000_000])
-def test_a_dead_letter_never_exceeds_its_cap_and_says_how_to_fetch_the_original(size: int) -> None:
+@pytest.mark.parametrize(("size", "cap"), [(10, 1_000_000), (700_000, 1_000_000), (900_000, 1_000_000),
+                                           (3_000_000, 1_000_000), (50_000, 20_000), (30_000, 16_384)])
+def test_a_dead_letter_never_exceeds_its_cap_and_says_how_to_fetch_the_original(size: int, cap: int) -> None:
     value = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     out = dead_letter(_rec(value, key=b"K" * 5000), topic="dlq", route="text", stage="decode",
-                      error="é" * 10_000, max_bytes=1_000_000)
-    assert len(out.value) + len(out.key or b"") <= 1_000_000
+                      error="é" * 1_000, max_bytes=cap)
+    assert len(out.value) + len(out.key or b"") <= cap
     letter = DeadLetter.model_validate_json(out.value)
     kept = base64.b64decode(letter.original)
     assert letter.original_size == size and letter.original_sha256 == hashlib.sha256(value).hexdigest()
     assert letter.truncated == (len(kept) < size) and value.startswith(kept)
     assert (letter.topic, letter.partition, letter.offset) == ("events.text", 2, 41)
-    assert size > 700_000 or not letter.truncated, "small originals travel whole"
+    assert size * 4 // 3 > cap - 40_000 or not letter.truncated, "small originals travel whole"
+    assert not letter.truncated or len(out.value) + len(out.key or b"") > cap - 2_000, "a cut letter uses its room"
+
+
+def _text_topology() -> object:
+    return parse_topology({"models": {"s": {"task": "sentiment", "model": "x"}},
+                           "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["s"]}]})
+
+
+def test_outputs_are_sized_against_the_topics_real_limits() -> None:
+    topology = _text_topology()
+    proc = BatchProcessor(topology, topology.routes[0], None)
+    proc.set_topic_limits({topology.topics.dlq: 20_000, topology.topics.sentiment: 2_000})
+    assert proc.max_dead_letter_bytes == 20_000 - 256
+    ok = orjson.dumps({"event_id": "e0", "ts": 1, "text": "hi"})
+    batch = proc.decode([_rec(b"{" * 60_000), InputRecord("events.text", 0, 7, b"k", ok, {})])
+    reply = {"ok": True, "model": {"name": "s", "version": "1"}, "inference_ms": 1.0,
+             "result": {"label": "POSITIVE", "score": 0.5, "explanation": "z" * 3_000}}
+    out = proc.finish(batch, {"s": ([reply], 2.0)})
+    letters = [DeadLetter.model_validate_json(r.value) for r in out.records if r.topic == topology.topics.dlq]
+    assert [(d.stage, d.error_class, d.offset) for d in letters] == [("decode", "EventDecodeError", 41),
+                                                                     ("produce", "RecordTooLarge", 7)]
+    assert letters[0].truncated and "max.message.bytes" in letters[1].error
+    assert all(len(r.value) + len(r.key or b"") <= 20_000 - 256 for r in out.records)
+    assert not out.results and out.dead == {(2, 41), (0, 7)}
 
 
 def test_unknown_fields_are_ignored_and_counted_unless_the_route_is_strict() -> None:
