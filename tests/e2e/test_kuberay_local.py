@@ -35,8 +35,9 @@ from infertide.local.broker import free_port
 from infertide.clients.produce import produce_texts
 from infertide.local.runtime import WorkerProcess, local_env
 from infertide.demo.tiny_models import tiny_topology_dict
+from infertide.demo.topology import on_own_topics
 from schemas.topology import parse_topology
-from tests.e2e.conftest import TOPIC_ALIASES, read_topic
+from tests.e2e.conftest import read_topic
 from workers.app import serve_deploy_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(360)]
@@ -127,9 +128,7 @@ def test_kuberay_style_head_serve_deploy_and_stream_worker(ray_head: Head, kafka
     d = tiny_topology_dict(tiny_models_dir)
     d["models"] = {"sentiment": d["models"]["sentiment"]}
     d["routes"] = [r for r in d["routes"] if r["name"] == "text"]
-    d["kafka"] = {"bootstrap_servers": kafka_bootstrap, "consumer_group": prefix, "session_timeout_s": 6,
-                  "heartbeat_interval_s": 2, "commit_interval_s": 0.5}
-    d["topics"] = {a: f"{prefix}.{a}" for a in TOPIC_ALIASES} | {"partitions": 2}
+    d = on_own_topics(d, prefix=prefix, bootstrap=kafka_bootstrap, partitions=2, group=prefix)
     d["web_port"] = free_port()
     config = tmp_path / "topology.yaml"  # what the ConfigMap mounts at /etc/infertide/topology.yaml
     config.write_text(yaml.safe_dump(d, sort_keys=False))
