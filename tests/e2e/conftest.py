@@ -3,6 +3,7 @@ and ``infertide worker`` child processes (the same runtime ``infertide up`` uses
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -68,18 +69,52 @@ def stack_limits() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tiny_models_dir: Path, offline_model_env: dict[str, str],
-          tmp_path_factory: pytest.TempPathFactory, stack_limits: dict[str, Any]) -> Iterator[Stack]:
-    data = tiny_topology_dict(tiny_models_dir)
-    if stack_limits:
-        data["limits"] = stack_limits
-    topology = parse_topology(data, "<tiny>")
-    serve = RayServe(topology, num_cpus=2).start()
+def stack_env() -> dict[str, str]:
+    """Environment for the module's Serve replicas and workers (e.g. tracing); a module overrides it."""
+    return {}
+
+
+class SharedServe:
+    """One local Ray cluster with the tiny Serve app for all e2e modules: started again only when a
+    module asks for other ``limits`` or replica environment (a start costs ~20 s on these cores)."""
+
+    def __init__(self) -> None:
+        self.serve: RayServe | None = None
+        self.key = ""
+
+    def get(self, models_dir: Path, limits: dict[str, Any], env: dict[str, str]) -> RayServe:
+        key = json.dumps([limits, env], sort_keys=True)
+        if self.serve is None or key != self.key:
+            self.close()
+            data = tiny_topology_dict(models_dir)
+            if limits:
+                data["limits"] = limits
+            self.serve = RayServe(parse_topology(data, "<tiny>"), num_cpus=2, env=dict(env)).start()
+            self.key = key
+        return self.serve
+
+    def close(self) -> None:
+        if self.serve is not None:
+            self.serve.stop()
+            self.serve = None
+
+
+@pytest.fixture(scope="package")
+def shared_serve() -> Iterator[SharedServe]:
+    shared = SharedServe()
     try:
-        yield Stack(kafka_bootstrap, serve.address, tiny_models_dir, tmp_path_factory.mktemp("e2e"),
-                    dict(offline_model_env), dict(stack_limits))
-    finally:
-        serve.stop()
+        yield shared
+    finally:  # before tests/integration, whose tests start Ray in this process too
+        shared.close()
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tiny_models_dir: Path, offline_model_env: dict[str, str],
+          tmp_path_factory: pytest.TempPathFactory, stack_limits: dict[str, Any], stack_env: dict[str, str],
+          shared_serve: SharedServe) -> Stack:
+    serve = shared_serve.get(tiny_models_dir, stack_limits, stack_env)
+    return Stack(kafka_bootstrap, serve.address, tiny_models_dir, tmp_path_factory.mktemp("e2e"),
+                 dict(offline_model_env) | stack_env, dict(stack_limits))
 
 
 def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool], timeout: float,
@@ -104,3 +139,30 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     finally:
         consumer.close()
     return records
+
+
+def analytics_events(bootstrap: str, topology: Topology, route: str, *, expect_in: int,
+                     timeout: float = 15.0) -> dict[str, float]:
+    """The ``events`` counters of ``route`` summed over the analytics windows emitted so far
+    (``in``, ``out``, ``dlq``...), read until ``in`` reaches ``expect_in`` or ``timeout``."""
+
+    def totals(records: list[Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for _, _, w in records:
+            if w["metric"] == "events" and w["key"] == route:
+                for k, v in w["values"].items():
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    records = read_topic(bootstrap, topology.topics.analytics, timeout=timeout,
+                         until=lambda r: totals(r).get("in", 0) >= expect_in)
+    return totals(records)
+
+
+def peak_rss_mb(worker: WorkerProcess) -> float:
+    """The worker process's peak resident memory so far (``VmHWM``), in MB; 0 when it is gone."""
+    try:
+        status = Path(f"/proc/{worker.proc.pid}/status").read_text() if worker.proc else ""
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0.0)

@@ -21,7 +21,7 @@ from infertide.local.broker import LocalKafka
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
 from schemas.topology import parse_topology
-from tests.e2e.conftest import Stack, read_topic
+from tests.e2e.conftest import Stack, analytics_events, peak_rss_mb, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -57,6 +57,8 @@ def test_broker_restart_mid_stream_loses_nothing(stack: Stack, tmp_path: Path) -
                              until=lambda r: ids <= {v["event_id"] for _, _, v in r})
         assert worker.alive(), f"the worker must ride out a broker restart:\n{worker.tail()}"
         dlq = read_topic(broker.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
+        analytics = analytics_events(broker.bootstrap, topology, "text", expect_in=N)
+        rss = peak_rss_mb(worker)
     finally:
         if worker is not None:
             worker.stop()
@@ -65,6 +67,7 @@ def test_broker_restart_mid_stream_loses_nothing(stack: Stack, tmp_path: Path) -
     lost = ids - set(out)
     duplicates = sum(c - 1 for c in out.values() if c > 1)
     print(f"\n[broker restart] down {down_s:.1f}s (stop, 3 s, start); {N} events: {len(results)} results, "
-          f"{len(lost)} lost, {duplicates} duplicates, {len(dlq)} dead letters")
+          f"{len(lost)} lost, {duplicates} duplicates, {len(dlq)} dead letters; analytics in/out "
+          f"{analytics.get('in', 0):.0f}/{analytics.get('out', 0):.0f} of {N}; worker peak RSS {rss:.0f} MB; 0 restarts")
     assert not lost, f"{len(lost)} events lost, e.g. {sorted(lost)[:5]}"
     assert not dlq

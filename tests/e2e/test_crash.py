@@ -10,7 +10,7 @@ import pytest
 
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
-from tests.e2e.conftest import Stack, read_topic
+from tests.e2e.conftest import Stack, analytics_events, peak_rss_mb, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -43,6 +43,8 @@ def test_sigkill_mid_run_loses_no_event(stack: Stack) -> None:
             return ids <= {v["event_id"] for _, _, v in records}
 
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=180, until=complete)
+        analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=N)
+        rss = peak_rss_mb(restarted)
     finally:
         assert restarted.stop() == 0, restarted.tail()
     dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
@@ -50,6 +52,8 @@ def test_sigkill_mid_run_loses_no_event(stack: Stack) -> None:
     lost = ids - set(out)
     duplicates = sum(c - 1 for c in out.values() if c > 1)
     print(f"\n[crash] killed after {killed_at} results; {len(results)} results after restart, "
-          f"{len(lost)} lost, {duplicates} duplicates ({duplicates / N:.1%})")
+          f"{len(lost)} lost, {duplicates} duplicates ({duplicates / N:.1%}); analytics in/out "
+          f"{analytics.get('in', 0):.0f}/{analytics.get('out', 0):.0f} of {N} (not yet exact across a crash: "
+          f"docs/reliability.md); restarted worker's peak RSS {rss:.0f} MB; 1 restart")
     assert not lost, f"{len(lost)} events lost, e.g. {sorted(lost)[:5]}"
     assert not dlq, "no event should need the dead-letter topic here"

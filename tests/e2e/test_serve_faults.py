@@ -23,7 +23,7 @@ from ray import serve
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
 from schemas.topology import Topology
-from tests.e2e.conftest import Stack, read_topic
+from tests.e2e.conftest import Stack, analytics_events, peak_rss_mb, read_topic
 from workers.app import build_application
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -65,12 +65,17 @@ def test_a_model_that_raises_for_some_inputs_dead_letters_only_those(stack: Stac
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=120,
                              until=lambda r: len(r) >= n - len(poison))
         dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=30, until=lambda r: len(r) >= len(poison))
+        analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=n)
+        rss = peak_rss_mb(worker)
     finally:
         assert worker.stop() == 0, worker.tail()
         serve.delete(topology.serve_app_name)
     ok = Counter(v["event_id"] for _, _, v in results)
     dead = {v["event_id"]: v for _, _, v in dlq}
-    print(f"\n[poison] {n} in, {len(ok)} results, {len(dead)} dead letters")
+    print(f"\n[poison] {n} in, {len(ok)} results, {len(dead)} dead letters; analytics in/out/dlq "
+          f"{analytics.get('in', 0):.0f}/{analytics.get('out', 0):.0f}/{analytics.get('dlq', 0):.0f}; "
+          f"worker peak RSS {rss:.0f} MB; 0 restarts")
+    assert (analytics.get("in"), analytics.get("out"), analytics.get("dlq")) == (n, n - len(poison), len(poison))
     assert set(dead) == {f"p-{i}" for i in poison}
     assert set(ok) == {f"p-{i}" for i in range(n) if i not in poison} and max(ok.values()) == 1
     assert all(v["stage"] == "infer" and v["error_class"] == "RuntimeError" and "fail_on" in v["error"]

@@ -9,14 +9,10 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from infertide.local.runtime import RayServe
-from infertide.demo.tiny_models import tiny_topology_dict
-from schemas.topology import parse_topology
 from schemas.tracing import TraceParent
 from tests.e2e.conftest import Stack
 from tests.fixtures.otlp import OtlpReceiver, ReceivedSpan
@@ -33,25 +29,10 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tiny_models_dir: Path, offline_model_env: dict[str, str], receiver: OtlpReceiver,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """This module's own Ray: its replicas inherit the OTLP settings from this process's environment."""
-    otel = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
+def stack_env(receiver: OtlpReceiver) -> dict[str, str]:
+    """Every process of this module's stack (replicas, workers, the CLI) exports to the receiver."""
+    return {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_TRACES_SAMPLER": "parentbased_always_on"}  # every event here (the default samples 1%)
-    saved = {k: os.environ.get(k) for k in otel}
-    os.environ.update(otel)
-    serve = RayServe(parse_topology(tiny_topology_dict(tiny_models_dir), "<tiny>"), num_cpus=2)
-    try:
-        serve.start()
-        yield Stack(kafka_bootstrap, serve.address, tiny_models_dir, tmp_path_factory.mktemp("trace"),
-                    dict(offline_model_env) | otel)
-    finally:
-        serve.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _results_with_headers(bootstrap: str, topic: str, n: int, timeout: float) -> list[tuple[bytes, dict]]:
