@@ -1,4 +1,7 @@
-"""Serve faults that are not crashes: a model that raises for some inputs, and a model that is slow.
+"""Serve faults: a replica killed mid-stream, a model that raises for some inputs, a model that is slow.
+
+- Replica killed (``ray.kill``) while events flow: the calls it held fail, are retried, and
+  wait for the replica Serve starts again; every event gets its result, nothing is dead-lettered.
 
 - Raises for some inputs (the echo model's ``fail_on``): the replica splits the failed forward
   until the breaking inputs fail alone; those go to the dead-letter topic with the model's
@@ -12,6 +15,7 @@ Each runs a Serve application of its own (an echo deployment) beside the module'
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -50,6 +54,45 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def test_a_replica_killed_mid_stream_costs_nothing(stack: Stack) -> None:
+    import ray
+
+    n = 3000
+    topology, path = stack.topology("replica-kill", edit=_echo_route({"delay_ms": 5}, "faults-kill"))
+    _deploy(topology)
+    worker = stack.worker(topology, path, "replica-kill-worker").start()
+    try:
+        worker.wait_ready()
+        events = [TextEvent(event_id=f"rk-{i}", ts=now_ms(), text=f"text {i}") for i in range(n)]
+        producer = threading.Thread(target=lambda: [produce_events(topology, "text", events[i:i + 150])
+                                                    or time.sleep(0.1) for i in range(0, n, 150)])
+        producer.start()
+        seen = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=60, until=lambda r: len(r) >= n // 5)
+        replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["name"].startswith("SERVE_REPLICA::faults-kill#echo#")]
+        assert len(replicas) == 1, replicas
+        ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
+        killed_at = len(seen)
+        producer.join(60)
+        ids = {e.event_id for e in events}
+        results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=120,
+                             until=lambda r: ids <= {v["event_id"] for _, _, v in r})
+        dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
+        analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=n)
+        rss = peak_rss_mb(worker)
+    finally:
+        assert worker.stop() == 0, worker.tail()
+        serve.delete(topology.serve_app_name)
+    out = Counter(v["event_id"] for _, _, v in results)
+    lost = ids - set(out)
+    print(f"\n[replica kill] killed after {killed_at} results; {n} events: {len(results)} results, {len(lost)} lost, "
+          f"{sum(c - 1 for c in out.values())} duplicates, {len(dlq)} dead letters; analytics in/out "
+          f"{analytics.get('in', 0):.0f}/{analytics.get('out', 0):.0f}; worker peak RSS {rss:.0f} MB; "
+          "0 worker restarts, 1 replica restart")
+    assert not lost and not dlq
+    assert analytics.get("in") == n and analytics.get("out") == n
 
 
 def test_a_model_that_raises_for_some_inputs_dead_letters_only_those(stack: Stack) -> None:
