@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from schemas.config_base import ConfigError, PositiveFloat, PositiveInt, Strict, did_you_mean, explain
-from schemas.image_uris import ImageUrisConfig, parse_prefix
+from schemas.image_uris import ImageUrisConfig
 from schemas.kafka_config import KafkaConfig
+from schemas.model_config import AutoscalingConfig, BatchingConfig, ModelConfig, ModelTask
 from schemas.tasks import EVENT_KINDS, TASKS
 
 __all__ = [
@@ -43,10 +44,8 @@ __all__ = [
 ]
 
 # Both read the registry (schemas/tasks.py); a new task or event kind is valid here once it is there.
-ModelTask = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 EventKind = Literal[tuple(EVENT_KINDS)]  # type: ignore[valid-type]
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
-Device = Literal["auto", "cpu", "cuda"]
 
 
 class TopicsConfig(Strict):
@@ -77,73 +76,6 @@ class TopicsConfig(Strict):
 
 #: Every topic alias: the ``str`` fields of TopicsConfig, in order (inputs first).
 TOPIC_ALIASES: tuple[str, ...] = tuple(n for n, f in TopicsConfig.model_fields.items() if f.annotation is str)
-
-
-class BatchingConfig(Strict):
-    """Serve's ``@serve.batch`` settings. ``max_batch_size`` counts items, not calls."""
-
-    max_batch_size: PositiveInt = 64
-    batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.01
-    max_concurrent_batches: PositiveInt = 1
-
-
-class AutoscalingConfig(Strict):
-    """Serve autoscaling on ongoing requests per replica."""
-
-    min_replicas: Annotated[int, Field(ge=0)] = 1
-    max_replicas: PositiveInt = 1
-    target_ongoing_requests: PositiveFloat = 4.0
-
-    @model_validator(mode="after")
-    def _bounds(self) -> AutoscalingConfig:
-        if self.max_replicas < self.min_replicas:
-            raise ValueError("max_replicas must be >= min_replicas")
-        return self
-
-
-class ModelConfig(Strict):
-    """One Serve deployment hosting one pretrained model.
-
-    ``model`` is a Hugging Face hub id, an ultralytics weight name (``yolo11n.pt``,
-    or ``yolo11n.yaml`` for random init), or a local directory/file: a fine-tuned
-    checkpoint drops in by path.
-    """
-
-    task: ModelTask
-    model: str = ""
-    revision: str | None = None
-    device: Device = "auto"
-    half: bool = True
-    warmup: bool = True
-    batching: BatchingConfig = BatchingConfig()
-    replicas: PositiveInt = 1
-    autoscaling: AutoscalingConfig | None = None
-    num_cpus: Annotated[float, Field(ge=0)] = 0.5
-    num_gpus: Annotated[float, Field(ge=0)] = 0.0
-    max_ongoing_requests: PositiveInt = 16
-    max_queued_requests: int = -1
-    # Task-specific knobs: detection {conf, iou, imgsz}, tagging {labels, top_k,
-    # threshold}, sentiment {max_length}. Passed to the model class as is.
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _model_named(self) -> ModelConfig:
-        if TASKS[self.task].needs_model and not self.model:
-            raise ValueError(
-                f"task {self.task!r} needs `model:` (a hub id, weight name or local path)"
-            )
-        return self
-
-    @field_validator("options")
-    @classmethod
-    def _legacy_uri_prefixes(cls, options: dict[str, Any]) -> dict[str, Any]:
-        # A model may still narrow or widen http(s) for itself (the older per-model key).
-        for prefix in options.get("allowed_uri_prefixes") or ():
-            try:
-                parse_prefix(str(prefix))
-            except ValueError as err:
-                raise ValueError(f"allowed_uri_prefixes: {err}") from None
-        return options
 
 
 class SamplingConfig(Strict):
