@@ -159,10 +159,14 @@ def analytics_events(bootstrap: str, topology: Topology, route: str, *, expect_i
     return totals(records)
 
 
-def peak_rss_mb(worker: WorkerProcess) -> float:
-    """The worker process's peak resident memory so far (``VmHWM``), in MB; 0 when it is gone."""
+def rss_mb(worker: WorkerProcess, field: str = "VmRSS") -> float:
+    """The worker process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), in MB; 0 when it is gone."""
     try:
         status = Path(f"/proc/{worker.proc.pid}/status").read_text() if worker.proc else ""
     except OSError:
         return 0.0
-    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0.0)
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith(f"{field}:")), 0.0)
+
+
+def peak_rss_mb(worker: WorkerProcess) -> float:
+    return rss_mb(worker, "VmHWM")

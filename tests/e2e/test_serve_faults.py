@@ -18,16 +18,18 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from ray import serve
 
 from infertide.clients.produce import now_ms, produce_events
+from infertide.local.runtime import WorkerProcess
 from schemas.events import TextEvent
 from schemas.topology import Topology
-from tests.e2e.conftest import Stack, analytics_events, peak_rss_mb, read_topic
+from tests.e2e.conftest import Stack, analytics_events, peak_rss_mb, read_topic, rss_mb
 from workers.app import build_application
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -49,22 +51,25 @@ def _deploy(topology: Topology) -> None:
               route_prefix=f"/{topology.serve_app_name}")
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+@contextmanager
+def _echo_worker(stack: Stack, prefix: str, options: dict[str, Any]) -> Iterator[tuple[Topology, WorkerProcess]]:
+    """A Serve app ``faults-<prefix>`` with one echo deployment (``options``), and a ready worker routing to it."""
+    topology, path = stack.topology(prefix, edit=_echo_route(options, f"faults-{prefix}"))
+    _deploy(topology)
+    worker = stack.worker(topology, path, f"{prefix}-worker").start()
+    try:
+        worker.wait_ready()
+        yield topology, worker
+    finally:
+        assert worker.stop() == 0, worker.tail()
+        serve.delete(topology.serve_app_name)
 
 
 def test_a_replica_killed_mid_stream_costs_nothing(stack: Stack) -> None:
     import ray
 
     n = 3000
-    topology, path = stack.topology("replica-kill", edit=_echo_route({"delay_ms": 5}, "faults-kill"))
-    _deploy(topology)
-    worker = stack.worker(topology, path, "replica-kill-worker").start()
-    try:
-        worker.wait_ready()
+    with _echo_worker(stack, "kill", {"delay_ms": 5}) as (topology, worker):
         events = [TextEvent(event_id=f"rk-{i}", ts=now_ms(), text=f"text {i}") for i in range(n)]
         producer = threading.Thread(target=lambda: [produce_events(topology, "text", events[i:i + 150])
                                                     or time.sleep(0.1) for i in range(0, n, 150)])
@@ -82,9 +87,6 @@ def test_a_replica_killed_mid_stream_costs_nothing(stack: Stack) -> None:
         dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
         analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=n)
         rss = peak_rss_mb(worker)
-    finally:
-        assert worker.stop() == 0, worker.tail()
-        serve.delete(topology.serve_app_name)
     out = Counter(v["event_id"] for _, _, v in results)
     lost = ids - set(out)
     print(f"\n[replica kill] killed after {killed_at} results; {n} events: {len(results)} results, {len(lost)} lost, "
@@ -97,22 +99,15 @@ def test_a_replica_killed_mid_stream_costs_nothing(stack: Stack) -> None:
 
 def test_a_model_that_raises_for_some_inputs_dead_letters_only_those(stack: Stack) -> None:
     n, poison = 2000, set(range(7, 2000, 97))  # 21 events that break the model, spread over batches
-    topology, path = stack.topology("poison", edit=_echo_route({"fail_on": "POISON"}, "faults-poison"))
-    _deploy(topology)
     events = [TextEvent(event_id=f"p-{i}", ts=now_ms(), text=("POISON " if i in poison else "fine ") + str(i))
               for i in range(n)]
-    worker = stack.worker(topology, path, "poison-worker").start()
-    try:
-        worker.wait_ready()
+    with _echo_worker(stack, "poison", {"fail_on": "POISON"}) as (topology, worker):
         produce_events(topology, "text", events)
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=120,
                              until=lambda r: len(r) >= n - len(poison))
         dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=30, until=lambda r: len(r) >= len(poison))
         analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=n)
         rss = peak_rss_mb(worker)
-    finally:
-        assert worker.stop() == 0, worker.tail()
-        serve.delete(topology.serve_app_name)
     ok = Counter(v["event_id"] for _, _, v in results)
     dead = {v["event_id"]: v for _, _, v in dlq}
     print(f"\n[poison] {n} in, {len(ok)} results, {len(dead)} dead letters; analytics in/out/dlq "
@@ -127,21 +122,16 @@ def test_a_model_that_raises_for_some_inputs_dead_letters_only_those(stack: Stac
 
 def test_a_slow_model_grows_lag_not_memory_and_the_backlog_drains_when_it_recovers(stack: Stack) -> None:
     n = 20_000
-    topology, path = stack.topology("slow", edit=_echo_route({"delay_ms": 250}, "faults-slow"))
-    _deploy(topology)
-    worker = stack.worker(topology, path, "slow-worker").start()
-    try:
-        worker.wait_ready()
-        assert worker.proc is not None
+    with _echo_worker(stack, "slow", {"delay_ms": 250}) as (topology, worker):
         pad = "x" * 4000  # ~4 KB events: the backlog below is 80 MB
         produce_events(topology, "text", [TextEvent(event_id=f"w-{i}", ts=now_ms(), text=pad) for i in range(64)])
         read_topic(stack.bootstrap, topology.topics.sentiment, timeout=60, until=lambda r: len(r) >= 64)
-        base_rss = _rss_mb(worker.proc.pid)  # warm: Serve handle and clients made, first batches done
+        base_rss = rss_mb(worker)  # warm: Serve handle and clients made, first batches done
         produce_events(topology, "text", (TextEvent(event_id=f"s-{i}", ts=now_ms(), text=f"{i} {pad}")
                                           for i in range(n)))
         peak, t0, series = base_rss, time.monotonic(), []
         while time.monotonic() - t0 < 15:
-            series.append(_rss_mb(worker.proc.pid))
+            series.append(rss_mb(worker))
             peak = max(peak, series[-1])
             time.sleep(0.5)
         early = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=3, until=lambda r: False)
@@ -155,11 +145,8 @@ def test_a_slow_model_grows_lag_not_memory_and_the_backlog_drains_when_it_recove
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=180,
                              until=lambda r: len({v["event_id"] for _, _, v in r}) >= n + 64)
         drained_s = time.monotonic() - t1
-        peak = max(peak, _rss_mb(worker.proc.pid))
+        peak = max(peak, rss_mb(worker))
         dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
-    finally:
-        assert worker.stop() == 0, worker.tail()
-        serve.delete(topology.serve_app_name)
     ids = {v["event_id"] for _, _, v in results if v["event_id"].startswith("s-")}
     print(f"\n[slow] {n} events of 4 KB; slow model: {slow_rate:.0f} results/s, {len(early)} in 15 s; "
           f"worker RSS {base_rss:.0f} MB warm -> {series[-1]:.0f} MB after 15 s of lag -> peak {peak:.0f} MB; recovered: backlog drained in {drained_s:.1f} s "
