@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HEADER", "TraceParent", "new_traceparent", "otel_context", "record_spans", "span_traceparent",
-           "tracer", "tracing_configured"]
+__all__ = ["HEADER", "TraceParent", "end_span", "finishing", "new_traceparent", "otel_context", "record_spans",
+           "span_traceparent", "tracer", "tracing_configured"]
 
 HEADER = "traceparent"
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -53,9 +55,6 @@ class TraceParent:
                 or not int(trace_id, 16) or not int(span_id, 16)):
             return None
         return cls(trace_id.lower(), span_id.lower(), flags.lower())
-
-    def header(self) -> bytes:
-        return f"00-{self.trace_id}-{self.span_id}-{self.flags}".encode()
 
     def child(self) -> bytes:
         """A ``traceparent`` for the next hop when no span is recorded: same trace and flags, new span id."""
@@ -139,17 +138,33 @@ def span_traceparent(span: Any) -> bytes:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}".encode()
 
 
+def end_span(span: Any, error: BaseException | None, end_ns: int | None = None) -> None:
+    """End ``span``; with ``error``, marked failed with the error's class and message."""
+    if error is not None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:200]))
+    span.end(end_time=end_ns)
+
+
+@contextmanager
+def finishing(finish: Callable[[BaseException | None], None]) -> Iterator[None]:
+    """Run the body, then ``finish(error)`` with the exception it raised (re-raised) or None."""
+    try:
+        yield
+    except BaseException as err:
+        finish(err)
+        raise
+    finish(None)
+
+
 def record_spans(otel: Any, name: str, parents: list[str], start_ns: int, error: BaseException | None,
                  attributes: dict[str, Any]) -> None:
     """One finished SERVER span per ``traceparent`` in ``parents`` (a call that served several traced events)."""
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import SpanKind
 
     for value in parents:
         parent = TraceParent.parse(value)
-        if parent is None:
-            continue
-        span = otel.start_span(name, context=otel_context(parent), kind=SpanKind.SERVER, start_time=start_ns,
-                               attributes=attributes)
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:200]))
-        span.end()
+        if parent is not None:
+            end_span(otel.start_span(name, context=otel_context(parent), kind=SpanKind.SERVER, start_time=start_ns,
+                                     attributes=attributes), error)

@@ -82,7 +82,7 @@ class BatchProcessor:
         self.summary_topic = summary_topic
         self.schema = SCHEMA_OF_KIND[route.kind]
         self.limits = Limits.from_config(topology.limits)
-        self.max_dead_letter_bytes = topology.limits.max_dead_letter_bytes
+        self.configured_dead_letter_bytes = self.max_dead_letter_bytes = topology.limits.max_dead_letter_bytes
         self.result_caps: dict[str, int] = {}  # output topic -> largest record it takes (set_topic_limits)
         self.strict_fields = route.strict_fields
         self._unknown_seen: set[str] = set()
@@ -102,7 +102,8 @@ class BatchProcessor:
         """Size outputs against what the topics accept (``{topic: max.message.bytes}``, read from the broker)."""
         caps = {t: c for t in self.output_topics() if (c := record_cap(limits, t)) is not None}
         dlq_cap = caps.pop(self.dlq_topic, None)
-        self.max_dead_letter_bytes = min(self.max_dead_letter_bytes, dlq_cap if dlq_cap is not None else 1 << 62)
+        self.max_dead_letter_bytes = (self.configured_dead_letter_bytes if dlq_cap is None
+                                      else min(self.configured_dead_letter_bytes, dlq_cap))
         self.result_caps = caps
 
     # -- before the model calls ----------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 
 from schemas.reply import Reply
 from schemas.topology import RouteConfig, Topology
-from schemas.tracing import span_traceparent
+from schemas.tracing import finishing, span_traceparent
 from topologies.batch import SCHEMA_OF_KIND, BatchOutput, BatchProcessor, InferenceFailed, Observed
 from topologies.executor import OrderedExecutor
 from topologies.metrics import METRICS
@@ -128,18 +128,13 @@ class RoutePipeline:
 
     async def _call(self, model: str, items: list[Any], valid: list[InputRecord]) -> Any:
         """One model's call for the batch; with tracing, under ``infer`` spans whose ids the replica gets."""
-        if self.tracer is None or not any(rec.trace is not None for rec in valid):
+        tracer = self.tracer
+        spans = tracer.start_infer(valid, model, len(items)) if tracer is not None else []
+        if not spans:
             return await call_with_retries(self.infer, model, items, self.route)
-        spans = self.tracer.start_infer(valid, model, len(items))
-        error: BaseException | None = None
-        try:
+        with finishing(lambda error: BatchTracer.end_infer(spans, error)):
             return await call_with_retries(self.infer, model, items, self.route,
                                            trace=[span_traceparent(s).decode() for s in spans])
-        except BaseException as err:
-            error = err
-            raise
-        finally:
-            self.tracer.end_infer(spans, error)
 
     async def _publish(self, out: BatchOutput) -> list[Awaitable[Any]]:
         if self.send_all is not None:

@@ -20,7 +20,7 @@ from typing import Any
 from murmurhash2 import murmurhash2
 
 from topologies.records import OutRecord
-from topologies.topic_limits import BATCH_OVERHEAD
+from topologies.topic_limits import record_cap
 
 __all__ = ["BatchProducer", "partition_for"]
 
@@ -69,10 +69,10 @@ class BatchProducer:
         futures = []
         producer = self.producer
         for (topic, partition), recs in groups.items():
-            cap = self.topic_limits.get(topic, 0) - BATCH_OVERHEAD
+            cap = record_cap(self.topic_limits, topic)
             batch, n = producer.create_batch(), 0
             for rec in recs:
-                if cap > 0 and n and batch.size() + _size(rec) > cap:  # would pass the topic's limit: cut here
+                if cap and n and batch.size() + _size(rec) > cap:  # would pass the topic's limit: cut here
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch, n = producer.create_batch(), 0
                 n += 1

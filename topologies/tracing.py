@@ -17,9 +17,9 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
-from schemas.tracing import HEADER, TraceParent, otel_context, span_traceparent
+from schemas.tracing import HEADER, TraceParent, end_span, finishing, otel_context, span_traceparent
 from topologies.records import InputRecord
 
 __all__ = ["WORKER_SERVICE", "BatchTracer", "EventTrace"]
@@ -44,11 +44,8 @@ class EventTrace:
 
     def end(self, error: BaseException | None, end_ns: int) -> None:
         for span in (self.send, self.consume):
-            if span is None:
-                continue
-            if error is not None:
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            span.end(end_time=end_ns)
+            if span is not None:
+                end_span(span, error, end_ns)
 
 
 def _in_context(span: Any) -> Any:
@@ -99,20 +96,16 @@ class BatchTracer:
     @staticmethod
     def end_infer(spans: list[Any], error: BaseException | None) -> None:
         for span in spans:
-            if error is not None:
-                span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
-            span.end()
+            end_span(span, error)
 
     @staticmethod
     async def end_after(deliveries: Sequence[Awaitable[Any]], traces: list[EventTrace]) -> None:
         """End the events' send and consume spans once every delivery of their batch is acked."""
-        error: BaseException | None = None
-        try:
-            await asyncio.gather(*deliveries)
-        except BaseException as err:
-            error = err
-            raise
-        finally:
+
+        def finish(error: BaseException | None) -> None:
             end = time.time_ns()
             for trace in traces:
                 trace.end(error, end)
+
+        with finishing(finish):
+            await asyncio.gather(*deliveries)

@@ -23,7 +23,7 @@ from ray import serve
 
 from schemas.reply import Reply
 from schemas.topology import ModelConfig
-from schemas.tracing import record_spans, tracer
+from schemas.tracing import finishing, record_spans, tracer
 from workers.base import BatchedModel, options_key
 from workers.registry import model_class
 
@@ -100,15 +100,9 @@ class ModelServer:
 
     async def _traced(self, items: list[Any], trace: list[str]) -> list[Reply]:
         start = time.time_ns()
-        error: BaseException | None = None
-        try:
+        with finishing(lambda error: record_spans(self._tracer, f"serve {self.model_name}", trace, start, error,
+                                                  {"infertide.model": self.model_name, "infertide.items": len(items)})):
             return await self._infer(items)
-        except BaseException as err:
-            error = err
-            raise
-        finally:
-            record_spans(self._tracer, f"serve {self.model_name}", trace, start, error,
-                         {"infertide.model": self.model_name, "infertide.items": len(items)})
 
     async def _infer(self, items: list[Any]) -> list[Reply]:
         if not isinstance(items, list):
