@@ -52,6 +52,11 @@ class KafkaConfig(Strict):
         """The consumer group of the route consumers (``<consumer_group>-routes``); scale and watch lag on it."""
         return f"{self.consumer_group}-routes"
 
+    @property
+    def analytics_group(self) -> str:
+        """The consumer group that folds the summary topic into analytics windows (one owner at a time)."""
+        return f"{self.consumer_group}-analytics"
+
     def sasl_password(self) -> str | None:
         """The SASL password read from the environment variable the config names."""
         return os.environ.get(self.sasl_password_env) if self.sasl_password_env else None

@@ -107,19 +107,14 @@ class RouteConfig(Strict):
 
 
 class AnalyticsConfig(Strict):
-    """Tumbling windows over the results. A window stays readable (web views) until it
-    expires, ``expires_s`` after it starts, and is then emitted to the analytics topic."""
+    """Tumbling windows over the results, emitted to the analytics topic when they close (at the next
+    ``window_s`` boundary; :mod:`topologies.windows`). Readable in the web views while open."""
 
     enabled: bool = True
-    # Whole seconds: Faust aligns tumbling windows on integer steps.
     window_s: PositiveInt = 10
-    expires_s: PositiveInt = 20
-
-    @model_validator(mode="after")
-    def _expires_after_close(self) -> AnalyticsConfig:
-        if self.expires_s < self.window_s:
-            raise ValueError("expires_s must be >= window_s (a window cannot expire before it closes)")
-        return self
+    # Deprecated and ignored: windows are emitted when they close, not on expiry. Accepted so that
+    # older topology files still load.
+    expires_s: PositiveInt | None = None
 
 
 class RecommendationsConfig(Strict):

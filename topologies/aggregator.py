@@ -1,47 +1,33 @@
-"""The aggregator agent: per-batch summaries -> windowed analytics tables and recommendation state.
+"""The aggregator agent: per-batch summaries -> recommendation state (Faust tables), and the summary topic.
 
 Route agents send one summary per micro-batch to an internal single-partition
 topic. Faust tables here are co-partitioned with it (one partition), so a
-single owner holds all windows and all affinity state; the volume is per batch,
-not per event, so one partition is not the bottleneck. Closed (expired) windows
-are emitted to the analytics topic through Faust's ``on_window_close``.
+single owner holds all affinity state, restored from the tables' changelogs when
+it moves; the volume is per batch, not per event, so one partition is not the
+bottleneck. Analytics windows are folded from the same topic by
+:mod:`topologies.windows`; this agent skips their boundary markers.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import Any
 
 import faust
 import orjson
 
 from schemas.codec import encode
-from schemas.events import AnalyticsRecord, Recommendation, RecommendedItem
+from schemas.events import Recommendation, RecommendedItem
 from schemas.topology import Topology
-from topologies.analytics import finalize, merge, split_key
 from topologies.metrics import METRICS
 from topologies.recommend import rank_items, update_affinity
 from topologies.records import now_ms
+from topologies.windows import is_marker
 
 __all__ = ["Aggregator"]
 
 log = logging.getLogger(__name__)
-
-
-def _window_clock(size_s: float) -> Callable[[], float]:
-    """The wall clock snapped to the middle of its tumbling window (one timestamp per window).
-
-    Faust's ``relative_to_now`` is the partition's latest record time, not the clock.
-    """
-
-    def clock() -> float:
-        return (math.floor(time.time() / size_s) + 0.5) * size_s
-
-    return clock
 
 
 class Aggregator:
@@ -50,24 +36,12 @@ class Aggregator:
     def __init__(self, app: faust.App, topology: Topology) -> None:
         self.app = app
         self.topology = topology
-        cfg = topology.analytics
         self.summary_topic = app.topic(f"{app.conf.id}-summaries", partitions=1, key_serializer="raw",
                                        value_serializer="raw", internal=True)
-        self.analytics_topic = app.topic(topology.topics.analytics, key_serializer="raw", value_serializer="raw")
         self.recs_topic = app.topic(topology.topics.recommendations, key_serializer="raw", value_serializer="raw")
-        # Windows follow the aggregator's clock, not the summaries' timestamps: Faust closes a
-        # window on wall-clock expiry, so a summary arriving after its event-time window closed
-        # would be counted nowhere. On the aggregator's clock every summary lands in a window
-        # that is still open, and the emitted windows add up to everything that flowed.
-        self.windows = (
-            app.Table("analytics", default=dict, partitions=1, on_window_close=self._on_window_close)
-            .tumbling(cfg.window_s, expires=cfg.expires_s)
-        )
-        self._clock = _window_clock(cfg.window_s)
         self.items = app.Table("items", default=dict, partitions=1)
         self.users = app.Table("users", default=dict, partitions=1)
         self._pool: OrderedDict[str, dict[str, float]] | None = None
-        self.recent_windows: deque[dict[str, Any]] = deque(maxlen=200)
         self.recent_recs: deque[dict[str, Any]] = deque(maxlen=50)
         app.agent(self.summary_topic, name="aggregator")(self._agent)
 
@@ -75,41 +49,10 @@ class Aggregator:
         async for raw in stream:
             try:
                 summary = orjson.loads(raw)
-                self._update_windows(summary.get("metrics", {}))
-                if self.topology.recommendations.enabled:
+                if self.topology.recommendations.enabled and not is_marker(summary):
                     await self._update_recommendations(summary)
             except Exception:  # never let one summary stop the agent
                 log.exception("aggregator: summary skipped")
-
-    # -- analytics -----------------------------------------------------------------------
-
-    def _update_windows(self, metrics: dict[str, dict[str, float]]) -> None:
-        if not self.topology.analytics.enabled:
-            return
-        # One instant per summary: reading and writing a key at two instants could straddle a
-        # window boundary and copy one window's sums into the next.
-        windows = self.windows.relative_to(self._clock())
-        for key, delta in metrics.items():
-            windows[key] = merge(windows[key].value(), delta)
-
-    async def _on_window_close(self, key: Any, value: Any) -> None:
-        table_key, (start, end) = key
-        metric, sub = split_key(table_key)
-        record = AnalyticsRecord(metric=metric, key=sub or None, window_start=int(start * 1000),
-                                 window_end=int(end * 1000), values=finalize(metric, value or {}), ts=now_ms())
-        self.recent_windows.append(record.model_dump())
-        METRICS.windows_emitted.labels(metric).inc()
-        await self.analytics_topic.send(key=table_key.encode(), value=encode(record))
-
-    def current_windows(self) -> list[dict[str, Any]]:
-        """Every window still held (open or not yet expired), newest first, with derived values."""
-        out = []
-        for (table_key, (start, end)), value in list(self.windows.table.data.items()):
-            metric, sub = split_key(table_key)
-            out.append({"metric": metric, "key": sub, "window_start": int(start * 1000),
-                        "window_end": int(end * 1000), "values": finalize(metric, value)})
-        out.sort(key=lambda w: (-w["window_start"], w["metric"], w["key"]))
-        return out
 
     # -- recommendations -----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from topologies.aggregator import Aggregator
 from topologies.live import LiveState
 from topologies.pipeline import InferFn
 from topologies.route_consumer import RouteConsumer
+from topologies.windows import AnalyticsWindows
 
 __all__ = ["InfertideApp", "create_app", "run_worker"]
 
@@ -79,7 +80,6 @@ class InfertideApp:
             broker_commit_interval=k.commit_interval_s,
             producer_linger=k.producer_linger_s,
             consumer_auto_offset_reset="earliest",
-            table_cleanup_interval=max(0.5, min(topology.analytics.window_s / 2, 5.0)),
             web_port=topology.web_port,
             web_host=web_host or os.environ.get("INFERTIDE_WEB_HOST", "127.0.0.1"),
             web_bind=web_host or os.environ.get("INFERTIDE_WEB_HOST", "127.0.0.1"),
@@ -91,7 +91,11 @@ class InfertideApp:
         self.fatal: BaseException | None = None
         self.routes = RouteConsumer(topology, infer=infer, summary_topic=self.aggregator.summary_topic.get_topic_name(),
                                     observe=self.live.observe, on_fatal=self._fatal)
-        self.app.service(_RouteService(self.routes))  # type: ignore[arg-type]  # an instance is accepted
+        self.app.service(_Started(self.routes))  # type: ignore[arg-type]  # an instance is accepted
+        self.windows: AnalyticsWindows | None = None
+        if topology.analytics.enabled:
+            self.windows = AnalyticsWindows(topology, self.aggregator.summary_topic.get_topic_name())
+            self.app.service(_Started(self.windows))  # type: ignore[arg-type]
         from topologies.web import register_views
 
         register_views(self)
@@ -135,18 +139,19 @@ def _exit_now() -> None:
     os._exit(FATAL_EXIT_CODE)
 
 
-class _RouteService(Service):
-    """Runs the route consumer inside the Faust worker's lifecycle (started after the app, stopped before)."""
+class _Started(Service):
+    """Runs a client with ``start()``/``stop()`` (the route consumer, the analytics windows) inside the
+    Faust worker's lifecycle: started after the app, stopped before."""
 
-    def __init__(self, routes: RouteConsumer, **kwargs: Any) -> None:
-        self.routes = routes
+    def __init__(self, client: RouteConsumer | AnalyticsWindows, **kwargs: Any) -> None:
+        self.client = client
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
-        await self.routes.start()
+        await self.client.start()
 
     async def on_stop(self) -> None:
-        await self.routes.stop()
+        await self.client.stop()
 
 
 def create_app(topology: Topology, **kwargs: Any) -> InfertideApp:

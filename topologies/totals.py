@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from topologies.analytics import merge, percentile, split_key
+from topologies.windows import is_marker
 
 __all__ = ["SystemTotals"]
 
@@ -71,7 +72,9 @@ class SystemTotals:
                 for records in batches.values():
                     for rec in records:
                         try:
-                            self.add(orjson.loads(rec.value))
+                            value = orjson.loads(rec.value)
+                            if not is_marker(value):
+                                self.add(value)
                         except (ValueError, TypeError, AttributeError) as err:
                             log.warning("totals: summary at offset %s skipped: %r", rec.offset, err)
         finally:

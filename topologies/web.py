@@ -40,9 +40,16 @@ def summary(it: InfertideApp) -> dict[str, Any]:
         live["routes"] = with_system_totals(live["routes"], totals.snapshot())
     return {**live, "worker": {"routes": [r.name for r in it.topology.routes], "started": it.started,
                                "stalled": it.stalled()},
-            "windows": {"current": it.aggregator.current_windows()[:200],
-                        "closed": list(it.aggregator.recent_windows)[-40:]},
+            "windows": windows(it, 200, 40),
             "recommendations": latest_per_user(it.aggregator.recent_recs)}
+
+
+def windows(it: InfertideApp, current: int, closed: int) -> dict[str, list[dict[str, Any]]]:
+    """The open analytics window and the last closed ones (held by the summary topic's owner only)."""
+    w = it.windows
+    if w is None:
+        return {"current": [], "closed": []}
+    return {"current": w.current()[:current], "closed": list(w.recent)[-closed:]}
 
 
 def latest_per_user(recs: Any, n: int = 10) -> list[dict[str, Any]]:
@@ -84,8 +91,7 @@ def register_views(it: InfertideApp) -> None:
 
     @app.page("/api/analytics")
     async def analytics(self: Any, request: Any) -> Any:
-        return self.json({"current": it.aggregator.current_windows(),
-                          "closed": list(it.aggregator.recent_windows)[-50:]})
+        return self.json(windows(it, 10_000, 50))
 
     @app.page("/api/recommendations")
     async def recommendations(self: Any, request: Any) -> Any:

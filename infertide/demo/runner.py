@@ -29,7 +29,7 @@ def demo_topology(config: Path | None, cache: Path) -> tuple[Topology, dict[str,
     d["name"] = "infertide-demo"
     d = on_own_topics(d, prefix="demo", bootstrap="127.0.0.1:9092", partitions=2, group=f"demo-{int(time.time())}")
     d["routes"].append(video_route(max_in_flight=2))
-    d["analytics"] = {"window_s": 5, "expires_s": 30}
+    d["analytics"] = {"window_s": 5}
     d["recommendations"] = {"top_k": 3, "item_pool_size": 100}
     return parse_topology(d, "<demo>"), env, missing
 

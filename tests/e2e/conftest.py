@@ -42,7 +42,7 @@ class Stack:
         d["routes"].append(video_route(max_in_flight=4))
         for r in d["routes"]:
             r.update(route_overrides.get(r["name"], {}))
-        d["analytics"] = {"window_s": 2, "expires_s": 4}
+        d["analytics"] = {"window_s": 2}
         d["recommendations"] = {"top_k": 3, "item_pool_size": 500}
         d["web_port"] = free_port()
         if self.limits:
@@ -141,14 +141,22 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     return records
 
 
+def latest_windows(records: list[Any]) -> list[dict[str, Any]]:
+    """The analytics windows of ``read_topic`` records, one per (metric, key, start): a window emitted
+    again (its owner moved before committing it) replaces the first, as a consumer must read the topic."""
+    return list({(w["metric"], w["key"], w["window_start"]): w for _, _, w in records}.values())
+
+
 def analytics_events(bootstrap: str, topology: Topology, route: str, *, expect_in: int,
                      timeout: float = 15.0) -> dict[str, float]:
     """The ``events`` counters of ``route`` summed over the analytics windows emitted so far
-    (``in``, ``out``, ``dlq``...), read until ``in`` reaches ``expect_in`` or ``timeout``."""
+    (``in``, ``out``, ``dlq``...), read until ``in`` reaches ``expect_in`` or ``timeout``.
+
+    Windows emitted twice count once (:func:`latest_windows`)."""
 
     def totals(records: list[Any]) -> dict[str, float]:
         out: dict[str, float] = {}
-        for _, _, w in records:
+        for w in latest_windows(records):
             if w["metric"] == "events" and w["key"] == route:
                 for k, v in w["values"].items():
                     out[k] = out.get(k, 0) + v

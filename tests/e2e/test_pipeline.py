@@ -15,7 +15,7 @@ from PIL import Image
 
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import ImageEvent, ImageRef, TextEvent, VideoFrameEvent
-from tests.e2e.conftest import Stack, read_topic
+from tests.e2e.conftest import Stack, latest_windows, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -88,7 +88,7 @@ def run(stack: Stack) -> dict[str, Any]:
         def analytics_complete(records: list[Any]) -> bool:
             # Every key of a window is emitted in one pass, one record at a time: wait for all of them.
             def total(metric: str, field: str | None = None) -> float:
-                return sum(v for _, _, w in records if w["metric"] == metric
+                return sum(v for w in latest_windows(records) if w["metric"] == metric
                            for k, v in w["values"].items() if field is None or k == field)
             return (total("events", "in") >= N_TEXT + len(BAD_TEXT) + N_IMAGE + len(corrupt) + N_FRAMES + 1
                     and total("detections") >= boxes and total("detections_stream") >= stream_boxes
@@ -153,7 +153,7 @@ def test_video_results_keep_per_stream_order_with_calls_in_flight(run: dict[str,
 
 
 def test_analytics_windows_add_up_to_the_inputs(run: dict[str, Any]) -> None:
-    windows = [v for _, _, v in run["analytics"]]
+    windows = latest_windows(run["analytics"])
     totals: Counter[str] = Counter()
     for w in windows:
         if w["metric"] == "events":
