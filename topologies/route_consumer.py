@@ -214,12 +214,12 @@ class RouteConsumer(ConsumerRebalanceListener):
                 continue
             await pipe.submit(records, self._ack_for(records, epoch))
 
-    def _ack_for(self, records: list[InputRecord], epoch: int) -> Callable[[], Any]:
+    def _ack_for(self, records: list[InputRecord], epoch: int) -> Callable[[list[Any]], Any]:
         ends: dict[TopicPartition, int] = {}
         for rec in records:
             ends[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
 
-        async def ack() -> None:
+        async def ack(results: list[Any]) -> None:
             if epoch != self._epoch:
                 return  # acked after its partitions were revoked: never committed
             acked = self._acked
