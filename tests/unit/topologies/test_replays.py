@@ -4,10 +4,13 @@ summarized is read back from summary records and commit metadata."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import namedtuple
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
@@ -142,3 +145,86 @@ def test_marking_skips_below_the_bound_then_forgets_the_partition() -> None:
     third = [_rec(0, 5)]
     replays.mark(tp, third)
     assert third[0].counted, "nothing pending: counted"
+
+
+Msg = namedtuple("Msg", "offset value")
+
+
+class FakeScanner:
+    """The summary-topic reader's calls ``Replays`` makes; ``hang``: end_offsets never answers."""
+
+    def __init__(self, values: list[bytes], hang: bool = False) -> None:
+        self.values, self.hang, self.pos, self.seeks = values, hang, 0, []
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.tp = tps[0]
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.hang:
+            await asyncio.sleep(3600)
+        return {self.tp: len(self.values)}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.pos = offset
+        self.seeks.append(offset)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.pos
+
+    async def getmany(self, tp: TopicPartition, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Msg]]:
+        got = [Msg(o, self.values[o]) for o in range(self.pos, min(self.pos + 2, len(self.values)))]
+        self.pos += len(got)
+        return {tp: got}
+
+
+class FakeGroup:
+    def __init__(self, committed: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self._coordinator = self
+        self.committed = committed
+
+    async def fetch_committed_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {tp: self.committed[tp] for tp in tps if tp in self.committed}
+
+
+def _summary(partition: int, first: int, end: int) -> bytes:
+    return orjson.dumps({"route": "text", "topic": "events.text", "ranges": {str(partition): [first, end]},
+                         "metrics": {}})
+
+
+async def test_learn_scans_from_the_commit_metadata_and_keeps_what_lies_past_the_commit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    t0, t1, t2 = (TopicPartition("events.text", p) for p in range(3))
+    values = [_summary(0, 0, 10), _summary(1, 0, 4), orjson.dumps({"marker": 1}), _summary(0, 10, 20),
+              _summary(1, 4, 9), _summary(2, 0, 3)]
+    replays = Replays(SUMMARIES, {})
+    replays._scanner = scanner = FakeScanner(values)  # type: ignore[assignment]
+    group = FakeGroup({t0: OffsetAndMetadata(10, "0"), t1: OffsetAndMetadata(9, "1")})
+    with caplog.at_level(logging.INFO, logger="topologies.replays"):
+        await replays.learn(group, [t0, t1])  # type: ignore[arg-type]
+    assert scanner.seeks == [0]
+    assert replays.pending == {t0: 20}, "t1's summaries end at its commit: nothing to skip"
+    assert replays.metadata(t0) == "0" and replays.metadata(t1) == "1", "the metadata read is a lower bound"
+    assert "events.text[0]: offsets 10..19 already summarized" in caplog.text
+
+    replays.forget()
+    group.committed = {t0: OffsetAndMetadata(10, "3"), t2: OffsetAndMetadata(1, "5")}
+    await replays.learn(group, [t0, t2])  # type: ignore[arg-type]
+    assert scanner.seeks == [0, 3] and replays.pending == {t0: 20, t2: 3}
+
+
+async def test_a_lookup_that_does_not_answer_in_time_counts_everything(caplog: pytest.LogCaptureFixture) -> None:
+    replays = Replays(SUMMARIES, {}, timeout_s=0.1)
+    replays._scanner = FakeScanner([], hang=True)  # type: ignore[assignment]
+    tp = TopicPartition("events.text", 0)
+    with caplog.at_level(logging.WARNING, logger="topologies.replays"):
+        await asyncio.wait_for(replays.learn(FakeGroup({}), [tp]), 2)  # type: ignore[arg-type]
+    assert replays.pending == {} and "counted again" in caplog.text
+
+
+async def test_without_a_summary_topic_nothing_is_looked_up() -> None:
+    replays = Replays(None, {})
+    await replays.start()
+    assert replays._scanner is None
+    await replays.learn(None, [TopicPartition("events.text", 0)])  # type: ignore[arg-type]
+    assert replays.pending == {} and replays.metadata(TopicPartition("events.text", 0)) == ""
+    await replays.stop()
