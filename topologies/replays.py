@@ -203,6 +203,8 @@ class Replays:
         """Read the summary topic (one partition) from ``start`` to its end as of now."""
         scanner, tp = self._scanner, TopicPartition(self.summary_topic, 0)
         assert scanner is not None
+        if self.summary_topic not in await scanner.topics():
+            return {}  # not created yet, so nothing was summarized (and asking for it could auto-create it)
         scanner.assign([tp])
         end = (await scanner.end_offsets([tp]))[tp]
         upto: dict[TopicPartition, int] = {}

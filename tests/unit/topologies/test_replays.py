@@ -153,8 +153,11 @@ Msg = namedtuple("Msg", "offset value")
 class FakeScanner:
     """The summary-topic reader's calls ``Replays`` makes; ``hang``: end_offsets never answers."""
 
-    def __init__(self, values: list[bytes], hang: bool = False) -> None:
-        self.values, self.hang, self.pos, self.seeks = values, hang, 0, []
+    def __init__(self, values: list[bytes], hang: bool = False, exists: bool = True) -> None:
+        self.values, self.hang, self.exists, self.pos, self.seeks = values, hang, exists, 0, []
+
+    async def topics(self) -> set[str]:
+        return {SUMMARIES} if self.exists else set()
 
     def assign(self, tps: list[TopicPartition]) -> None:
         self.tp = tps[0]
@@ -228,3 +231,10 @@ async def test_without_a_summary_topic_nothing_is_looked_up() -> None:
     await replays.learn(None, [TopicPartition("events.text", 0)])  # type: ignore[arg-type]
     assert replays.pending == {} and replays.metadata(TopicPartition("events.text", 0)) == ""
     await replays.stop()
+
+
+async def test_a_summary_topic_not_created_yet_is_not_read() -> None:
+    replays = Replays(SUMMARIES, {})
+    replays._scanner = scanner = FakeScanner([_summary(0, 0, 10)], exists=False)  # type: ignore[assignment]
+    await replays.learn(FakeGroup({}), [TopicPartition("events.text", 0)])  # type: ignore[arg-type]
+    assert replays.pending == {} and scanner.seeks == [] and not hasattr(scanner, "tp")
