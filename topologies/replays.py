@@ -18,8 +18,10 @@ Contract (with :mod:`topologies.route_consumer` and :mod:`topologies.batch`):
   partition has no commit or no valid metadata) to its end as of now, and keeps per partition the
   end of the ranges already summarized. Records below that bound are marked ``counted=False``:
   processed for results and dead letters, left out of the new summaries.
-- Bounded: the whole lookup gives up after ``timeout_s``; then (or on any error) everything is
-  counted (analytics at-least-once), and a WARNING says so. Nothing runs without a summary topic.
+- Bounded: the whole lookup gives up after ``timeout_s`` (10 s), at most half the group's session
+  timeout, because aiokafka sends no heartbeats while it awaits the assignment listener; then (or
+  on any error) everything is counted (analytics at-least-once) and a WARNING says so. Nothing
+  runs without a summary topic.
 - Not covered: a worker that is not dead but cut off (a zombie whose abandoned batches still
   produce) may append summaries after the next owner's scan; those events may count twice.
 """
@@ -115,13 +117,15 @@ class Replays:
         summary_topic: the summary topic (None: nothing is ever looked up, everything is counted).
         kafka_kwargs: aiokafka client settings (bootstrap, security).
         timeout_s: the whole lookup of one assignment gives up after this long (then everything counts).
+        session_timeout_s: the group's session timeout; the lookup takes at most half of it (no heartbeats
+            are sent while the assignment listener runs).
     """
 
     def __init__(self, summary_topic: str | None, kafka_kwargs: dict[str, Any], *,
-                 timeout_s: float = SCAN_TIMEOUT_S) -> None:
+                 timeout_s: float = SCAN_TIMEOUT_S, session_timeout_s: float | None = None) -> None:
         self.summary_topic = summary_topic
         self.kafka_kwargs = kafka_kwargs
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s if session_timeout_s is None else min(timeout_s, session_timeout_s / 2)
         self.pending: dict[TopicPartition, int] = {}  # records below this offset were already summarized
         self.summary_at: dict[TopicPartition, int] = {}  # summary offset of the last acked batch, per partition
         self._scanner: AIOKafkaConsumer | None = None

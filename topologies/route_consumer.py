@@ -100,7 +100,8 @@ class RouteConsumer(ConsumerRebalanceListener):
         self.last_commit_progress = time.monotonic()
         self._epoch = 0
         self._acked: dict[TopicPartition, int] = {}  # next offset to commit, per partition
-        self.replays = Replays(summary_topic, self._kw)  # commit metadata; what previous owners summarized
+        # Commit metadata, and what previous owners summarized (looked up within half a session: no heartbeats then).
+        self.replays = Replays(summary_topic, self._kw, session_timeout_s=topology.kafka.session_timeout_s)
         self._committed: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []

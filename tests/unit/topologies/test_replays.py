@@ -224,6 +224,12 @@ async def test_a_lookup_that_does_not_answer_in_time_counts_everything(caplog: p
     assert replays.pending == {} and "counted again" in caplog.text
 
 
+def test_the_lookup_stays_within_half_a_session() -> None:
+    assert Replays(SUMMARIES, {}).timeout_s == 10.0
+    assert Replays(SUMMARIES, {}, session_timeout_s=6).timeout_s == 3.0
+    assert Replays(SUMMARIES, {}, session_timeout_s=45).timeout_s == 10.0
+
+
 async def test_without_a_summary_topic_nothing_is_looked_up() -> None:
     replays = Replays(None, {})
     await replays.start()
