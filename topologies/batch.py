@@ -4,6 +4,13 @@ output records (results, dead letters, one analytics/recommendation summary per 
 No Kafka, Faust or Ray here, and nothing awaits: :class:`BatchProcessor` is called by the
 route engine (:mod:`topologies.pipeline`) around the Serve calls, and by unit tests directly.
 Per event it does the minimum (one decode, one result encode); counting and metrics are per batch.
+
+Summaries say what they cover: ``topic`` (the route's input topic) and ``ranges``
+(``{"<partition>": [first offset, last offset + 1]}`` over every record of the batch). A record
+with ``counted=False`` (already in a summary of its partition's previous owner, see
+:mod:`topologies.replays`) still gets its results and dead letters, but adds nothing to the
+summary (events in/out/dlq/dropped, latency, task deltas, engagements, items), so a replay after
+a crash is not counted twice. Prometheus metrics still count it: they are this process's work.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class Decoded:
     valid: list[InputRecord]
     out: BatchOutput
     deltas: Deltas
+    ranges: dict[int, list[int]] = field(default_factory=dict)  # partition -> [first offset, last + 1]
+    uncounted: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset) of counted=False records
 
 
 class BatchProcessor:
@@ -80,6 +89,7 @@ class BatchProcessor:
         self.route = route
         self.name = route.name
         self.summary_topic = summary_topic
+        self.input_topic = topology.input_topic(route)
         self.schema = SCHEMA_OF_KIND[route.kind]
         self.limits = Limits.from_config(topology.limits)
         self.configured_dead_letter_bytes = self.max_dead_letter_bytes = topology.limits.max_dead_letter_bytes
@@ -111,11 +121,21 @@ class BatchProcessor:
     def decode(self, records: list[InputRecord]) -> Decoded:
         """Decode (and for video, sample) each record; invalid ones become dead letters."""
         out, deltas, valid = BatchOutput(), Deltas(), []
-        deltas.add("events", self.name, "in", len(records))
+        ranges: dict[int, list[int]] = {}
+        uncounted: set[tuple[int, int]] = set()
         now = now_ms()
         schema, limits, sampler, strict = self.schema, self.limits, self.sampler, self.strict_fields
         unknown: list[str] = []
         for rec in records:
+            span = ranges.get(rec.partition)
+            if span is None:
+                ranges[rec.partition] = [rec.offset, rec.offset + 1]
+            elif rec.offset < span[0]:
+                span[0] = rec.offset
+            elif rec.offset >= span[1]:
+                span[1] = rec.offset + 1
+            if not rec.counted:
+                uncounted.add((rec.partition, rec.offset))
             try:
                 declared = rec.headers.get(SCHEMA_HEADER) if rec.headers else None
                 if declared is not None:
@@ -130,7 +150,8 @@ class BatchProcessor:
                 if decision != "keep":
                     reason = "lag" if decision == "lag" else "sampled"
                     METRICS.frames_dropped.labels(self.name, reason).inc()
-                    deltas.add("events", self.name, f"dropped_{reason}")
+                    if rec.counted:
+                        deltas.add("events", self.name, f"dropped_{reason}")
                     out.dropped += 1
                     continue
             valid.append(rec)
@@ -141,7 +162,11 @@ class BatchProcessor:
                     self._unknown_seen.add(name)
                     log.info("route %s: events carry field %r, not in %s; ignored (strict_fields: off)",
                              self.name, name, self.schema)
-        return Decoded(len(records), valid, out, deltas)
+        if len(records) > len(uncounted):
+            deltas.add("events", self.name, "in", len(records) - len(uncounted))
+        if uncounted:  # Prometheus counts replayed events as work done (events_in etc.); this says how many
+            METRICS.replayed_uncounted.labels(self.name).inc(len(uncounted))
+        return Decoded(len(records), valid, out, deltas, ranges, uncounted)
 
     def items(self, valid: list[InputRecord]) -> list[Any]:
         """The request items for the models: texts, or image references."""
@@ -188,9 +213,10 @@ class BatchProcessor:
                 out.records.append(result)
                 out.ok.add((rec.partition, rec.offset))
                 out.observed.append((task, rec.event, reply["result"]))
-                if model == primary:  # one latency sample and one engagement per event, not per model
-                    latencies.append(float(produced - rec.event.ts))
-                self._account(rec, task, reply["result"], deltas, engagements, items, primary=model == primary)
+                if rec.counted:  # a replayed event was counted by its partition's previous owner
+                    if model == primary:  # one latency sample and one engagement per event, not per model
+                        latencies.append(float(produced - rec.event.ts))
+                    self._account(rec, task, reply["result"], deltas, engagements, items, primary=model == primary)
                 n_ok += 1
             out.results += n_ok
             if n_ok:
@@ -201,15 +227,19 @@ class BatchProcessor:
             for ms in latencies:
                 observe(max(0.0, ms / 1000))
         # Counted per event: "out" has at least one result, "dlq" at least one dead letter
-        # (an image can have both when one of its two models fails).
-        if out.ok:
-            deltas.add("events", self.name, "out", len(out.ok))
-        if out.dead:
-            deltas.add("events", self.name, "dlq", len(out.dead))
+        # (an image can have both when one of its two models fails). Replayed events are not.
+        skip = batch.uncounted
+        if n_out := len(out.ok - skip if skip else out.ok):
+            deltas.add("events", self.name, "out", n_out)
+        if n_dlq := len(out.dead - skip if skip else out.dead):
+            deltas.add("events", self.name, "dlq", n_dlq)
         for (stage, reason), n in out.dlq_reasons.items():
             METRICS.dlq.labels(self.name, stage, reason).inc(n)
         if self.summary_topic:
-            summary = {"route": self.name, "ts": produced, "metrics": deltas.as_dict(), "engagements": engagements,
+            # Sent also when nothing in it is counted: its ranges tell a later owner what was summarized.
+            summary = {"route": self.name, "ts": produced, "topic": self.input_topic,
+                       "ranges": {str(p): span for p, span in batch.ranges.items()},
+                       "metrics": deltas.as_dict(), "engagements": engagements,
                        "items": [{"item_id": k, "labels": v} for k, v in items.items()]}
             out.records.append(OutRecord(self.summary_topic, self.name.encode(), orjson.dumps(summary)))
         return out

@@ -9,7 +9,9 @@ Delivery contract (what the route engine relies on):
   partition keep input order with ``max_in_flight`` > 1.
 - ``publish`` schedules the produces and returns the delivery futures; the batch's ``ack``
   runs only after every one of them is acknowledged by the broker, and acks run in submit
-  order too. Publishing batch N+1 does not wait for batch N's deliveries (pipelined).
+  order too. ``ack`` gets the futures' results, in the order ``publish`` returned them (for
+  Kafka: the ``RecordMetadata`` of each record batch, so the consumer learns where outputs
+  landed). Publishing batch N+1 does not wait for batch N's deliveries (pipelined).
 - A failed delivery (or a failing ``publish``/``ack``) is fatal: no later batch is acked,
   ``on_fatal`` is called once, and :meth:`submit` refuses new work.
 """
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PublishFn = Callable[[T], Awaitable[Sequence[Awaitable[Any]]]]
-AckFn = Callable[[], Awaitable[Any]]
+AckFn = Callable[[list[Any]], Awaitable[Any]]  # ``await ack(delivery results)``
 
 
 class ExecutorFailed(RuntimeError):
@@ -69,7 +71,7 @@ class OrderedExecutor(Generic[T]):
         self._slots.release()
 
     async def submit(self, work: Coroutine[Any, Any, T], ack: AckFn) -> None:
-        """Start ``work`` now; its output is published and ``ack`` awaited in submit order."""
+        """Start ``work`` now; its output is published and ``ack(delivery results)`` awaited in submit order."""
         try:
             self._check()
             await self._slots.acquire()
@@ -127,8 +129,8 @@ class OrderedExecutor(Generic[T]):
         while True:
             futures, ack = await self._acks.get()
             try:
-                await asyncio.gather(*futures)
-                await ack()
+                results = await asyncio.gather(*futures)
+                await ack(results)
             except BaseException as err:
                 self._fail(err)
                 return

@@ -22,6 +22,9 @@ class _Metrics:
         self.unknown_fields = Counter("infertide_unknown_fields_total",
                                       "Input fields the schema does not know, ignored (routes[].strict_fields: off)",
                                       ["route"], registry=registry)
+        self.replayed_uncounted = Counter(
+            "infertide_replayed_uncounted_total", "Events reprocessed after their partition moved but not counted "
+            "again in analytics (a summary of the previous owner had them)", ["route"], registry=registry)
         self.frames_dropped = Counter("infertide_frames_dropped_total", "Video frames not inferred",
                                       ["route", "reason"], registry=registry)
         self.in_flight = Gauge("infertide_in_flight_calls", "Micro-batches in flight to Serve",

@@ -7,7 +7,9 @@ feeds it record batches; unit tests feed it fakes. The pure part lives in
 :mod:`topologies.batch`, the ordering in :mod:`topologies.executor`.
 
 Delivery: a batch's ``ack`` (which makes its offsets committable) runs only after every
-record it produced (results, dead letters, summary) is acknowledged by the broker.
+record it produced (results, dead letters, summary) is acknowledged by the broker, and gets
+the deliveries' results as one flat list (with Kafka: a ``RecordMetadata`` per record batch,
+so the consumer learns the summary's offset; :mod:`topologies.route_consumer`).
 Order: batches are produced strictly in the order they were submitted, whatever order
 their Serve calls finish in, so results of one partition keep input order with
 ``max_in_flight`` calls outstanding. Backpressure: with ``max_in_flight`` batches
@@ -26,7 +28,7 @@ from schemas.reply import Reply
 from schemas.topology import RouteConfig, Topology
 from schemas.tracing import finishing, span_traceparent
 from topologies.batch import SCHEMA_OF_KIND, BatchOutput, BatchProcessor, InferenceFailed, Observed
-from topologies.executor import OrderedExecutor
+from topologies.executor import AckFn, OrderedExecutor
 from topologies.metrics import METRICS
 from topologies.records import InputRecord, OutRecord
 from topologies.serve_client import call_with_retries
@@ -86,11 +88,18 @@ class RoutePipeline:
         """Returns once a batch could be submitted at once (so the caller fills it only then)."""
         await self.executor.wait_for_slot()
 
-    async def submit(self, records: list[InputRecord], ack: Callable[[], Awaitable[Any]]) -> None:
-        """Start processing a batch; returns once it is queued (waits while ``max_in_flight`` are out)."""
+    async def submit(self, records: list[InputRecord], ack: AckFn) -> None:
+        """Start processing a batch; returns once it is queued (waits while ``max_in_flight`` are out).
+
+        ``await ack(results)`` runs once every output is acknowledged, with the deliveries' results, flat.
+        """
         self._batch_size.observe(len(records))
         self._events_in.inc(len(records))
-        await self.executor.submit(self.process(records), ack)
+
+        async def ack_flat(results: list[Any]) -> Any:  # a traced batch's deliveries resolve as one list
+            return await ack([r for res in results for r in (res if isinstance(res, list) else (res,))])
+
+        await self.executor.submit(self.process(records), ack_flat)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until every submitted batch has been produced and acknowledged (False: timed out or failed)."""

@@ -37,6 +37,9 @@ class InputRecord:
     headers: dict[str, bytes] = field(default_factory=dict)
     event: Any = None  # the decoded event model, once valid
     trace: Any = None  # its spans (topologies.tracing.EventTrace) when the event is traced
+    # False: a summary of its previous owner already counted it (a replay after a crash,
+    # topologies.replays); processed for results and dead letters, left out of every analytics delta.
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

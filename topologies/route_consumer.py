@@ -20,6 +20,13 @@ Delivery contract (at-least-once, also when partitions move between workers):
 - Backpressure: a route fetches its next batch only when its engine has a free slot
   (``max_in_flight``); aiokafka's fetch buffer is bounded, so a slow model stops fetching.
 - A failed produce is fatal (``on_fatal``): nothing later is committed.
+
+Summaries and replays (analytics count an event once, also when a dead worker's partitions move):
+a batch's summary names its offset ranges; a commit's metadata is the summary-topic offset of the
+partition's last acked summary. On assignment, before fetching, the consumer scans the summary topic
+from there (:class:`topologies.replays.Replays`, bounded in time): records a previous owner already
+summarized past its commit are reprocessed for results (duplicates, as above) but marked
+``counted=False``, so new summaries leave them out. On timeout or error they are counted again.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from topologies.metrics import METRICS, forget
 from topologies.pipeline import InferFn, ObserveFn, RoutePipeline
 from topologies.producer import BatchProducer
 from topologies.records import InputRecord, OutRecord
+from topologies.replays import Replays
 from topologies.topic_limits import read_topic_limits
 from topologies.tracing import WORKER_SERVICE, BatchTracer
 
@@ -92,6 +100,8 @@ class RouteConsumer(ConsumerRebalanceListener):
         self.last_commit_progress = time.monotonic()
         self._epoch = 0
         self._acked: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        # Commit metadata, and what previous owners summarized (looked up within half a session: no heartbeats then).
+        self.replays = Replays(summary_topic, self._kw, session_timeout_s=topology.kafka.session_timeout_s)
         self._committed: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,6 +128,7 @@ class RouteConsumer(ConsumerRebalanceListener):
         for r in self.routes.values():
             r.pipeline.processor.set_topic_limits(limits)
         self._batches = BatchProducer(self.producer, limits)
+        await self.replays.start()
         await self.consumer.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._route_loop(r), name=f"route-{r.config.name}")
@@ -139,6 +150,7 @@ class RouteConsumer(ConsumerRebalanceListener):
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        await self.replays.stop()
 
     # -- rebalance listener (called by aiokafka's coordinator) --------------------------
 
@@ -149,6 +161,7 @@ class RouteConsumer(ConsumerRebalanceListener):
         self._epoch += 1  # acks of anything still in flight now belong to the past
         self._acked.clear()
         self._committed.clear()
+        self.replays.forget()
         for r in self.routes.values():
             r.partitions = []
             r.assigned.clear()
@@ -157,6 +170,8 @@ class RouteConsumer(ConsumerRebalanceListener):
                 forget(gauge, tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        assert self.consumer is not None  # awaited before fetching resumes, so the route loops wait for this
+        await self.replays.learn(self.consumer, sorted(tp for tp in assigned if tp.topic in self.routes))
         for tp in sorted(assigned):
             r = self.routes.get(tp.topic)
             if r is not None:
@@ -207,25 +222,28 @@ class RouteConsumer(ConsumerRebalanceListener):
                 elif epoch != self._epoch:
                     records = []  # fetched under an older assignment: let its next owner re-read them
                     break
-                for batch in got.values():
-                    records.extend(InputRecord(m.topic, m.partition, m.offset, m.key, m.value,
-                                               dict(m.headers) if m.headers else {}) for m in batch)
+                for tp, batch in got.items():
+                    fetched = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value,
+                                           dict(m.headers) if m.headers else {}) for m in batch]
+                    self.replays.mark(tp, fetched)  # those a previous owner summarized: not counted again
+                    records.extend(fetched)
             if not records or epoch != self._epoch or self.rebalancing:
                 continue
             await pipe.submit(records, self._ack_for(records, epoch))
 
-    def _ack_for(self, records: list[InputRecord], epoch: int) -> Callable[[], Any]:
+    def _ack_for(self, records: list[InputRecord], epoch: int) -> Callable[[list[Any]], Any]:
         ends: dict[TopicPartition, int] = {}
         for rec in records:
             ends[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
 
-        async def ack() -> None:
+        async def ack(results: list[Any]) -> None:
             if epoch != self._epoch:
                 return  # acked after its partitions were revoked: never committed
             acked = self._acked
             for tp, end in ends.items():
                 if end > acked.get(tp, -1):
                     acked[tp] = end
+            self.replays.acked(ends, results)  # where its summary landed: the next commit's metadata
 
         return ack
 
@@ -242,7 +260,7 @@ class RouteConsumer(ConsumerRebalanceListener):
             if not self.rebalancing:
                 await self._commit()
                 await self._learn_committed()
-            self._update_lag()
+            self.lag(publish=True)
 
     async def _commit(self) -> None:
         assert self.consumer is not None
@@ -253,7 +271,7 @@ class RouteConsumer(ConsumerRebalanceListener):
             if not offsets or self.failed is not None:
                 return
             try:
-                await self.consumer.commit(offsets)
+                await self.consumer.commit({tp: (off, self.replays.metadata(tp)) for tp, off in offsets.items()})
             except (KafkaError, AssertionError) as err:  # the group moved on: the next owner re-reads
                 log.warning("commit of %d partitions failed (%r); their events will be read again", len(offsets), err)
                 return
@@ -275,22 +293,18 @@ class RouteConsumer(ConsumerRebalanceListener):
                 return
             self._committed.setdefault(tp, committed or 0)
 
-    def _update_lag(self) -> None:
-        assert self.consumer is not None
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                lag = high - self._committed.get(tp, 0)
-                METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
-
-    def lag(self) -> int:
-        """Events not yet committed on the partitions this worker holds (from the last fetch's highwater)."""
+    def lag(self, *, publish: bool = False) -> int:
+        """Events not yet committed on the partitions this worker holds (from the last fetch's highwater);
+        ``publish``: also set each partition's lag gauge."""
         assert self.consumer is not None
         total = 0
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
             if high is not None:
-                total += max(0, high - self._committed.get(tp, 0))
+                lag = max(0, high - self._committed.get(tp, 0))
+                total += lag
+                if publish:
+                    METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         return total
 
     def _fatal(self, err: BaseException) -> None:

@@ -99,8 +99,9 @@ class BatchTracer:
             end_span(span, error)
 
     @staticmethod
-    async def end_after(deliveries: Sequence[Awaitable[Any]], traces: list[EventTrace]) -> None:
-        """End the events' send and consume spans once every delivery of their batch is acked."""
+    async def end_after(deliveries: Sequence[Awaitable[Any]], traces: list[EventTrace]) -> list[Any]:
+        """End the events' send and consume spans once every delivery of their batch is acked;
+        returns the deliveries' results (flat, in order), which the batch's ack then sees."""
 
         def finish(error: BaseException | None) -> None:
             end = time.time_ns()
@@ -108,4 +109,4 @@ class BatchTracer:
                 trace.end(error, end)
 
         with finishing(finish):
-            await asyncio.gather(*deliveries)
+            return list(await asyncio.gather(*deliveries))

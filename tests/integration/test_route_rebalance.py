@@ -69,9 +69,10 @@ def _spy_commits(rc: RouteConsumer, log: list[tuple[float, dict[TopicPartition, 
     assert rc.consumer is not None
     real = rc.consumer.commit
 
-    async def commit(offsets: dict[TopicPartition, int]) -> None:
+    async def commit(offsets: dict[TopicPartition, Any]) -> None:
         await real(offsets)
-        log.append((time.time(), dict(offsets)))  # after the broker accepted it
+        # after the broker accepted it; an offset may come with metadata: (offset, metadata)
+        log.append((time.time(), {tp: v[0] if isinstance(v, tuple) else v for tp, v in offsets.items()}))
 
     rc.consumer.commit = commit  # type: ignore[method-assign]
 

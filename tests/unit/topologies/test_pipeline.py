@@ -67,7 +67,7 @@ async def test_results_keep_submit_order_when_calls_finish_out_of_order() -> Non
     acked: list[int] = []
     for b in range(12):
         batch = [_rec(b * 5 + j) for j in range(5)]
-        await pipe.submit(batch, ack=lambda b=b: asyncio.sleep(0, acked.append(b)))
+        await pipe.submit(batch, ack=lambda _, b=b: asyncio.sleep(0, acked.append(b)))
     await pipe.drain()
     ids = [v["event_id"] for v in broker.values("inference.sentiment")]
     assert ids == [f"e{i}" for i in range(60)]
@@ -127,7 +127,7 @@ async def test_backpressure_bounds_batches_in_flight() -> None:
         return [_ok() for _ in items]
 
     pipe = RoutePipeline(topology, topology.routes[0], infer=slow, send=FakeBroker().send, summary_topic=None)
-    noop = lambda: asyncio.sleep(0)  # noqa: E731
+    noop = lambda _: asyncio.sleep(0)  # noqa: E731
     await pipe.submit([_rec(1)], noop)
     await pipe.submit([_rec(2)], noop)
     third = asyncio.ensure_future(pipe.submit([_rec(3)], noop))
@@ -153,11 +153,11 @@ async def test_a_produce_failure_is_fatal_and_nothing_is_acked() -> None:
     pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=failing_send, summary_topic=None,
                          on_fatal=fatal.append)
     acked = []
-    await pipe.submit([_rec(1)], lambda: asyncio.sleep(0, acked.append(1)))
+    await pipe.submit([_rec(1)], lambda _: asyncio.sleep(0, acked.append(1)))
     await asyncio.sleep(0.05)
     assert acked == [] and isinstance(fatal[0], OSError) and pipe.failed is not None
     with pytest.raises(RuntimeError):
-        await pipe.submit([_rec(2)], lambda: asyncio.sleep(0))
+        await pipe.submit([_rec(2)], lambda _: asyncio.sleep(0))
 
 
 def test_traceparent_keeps_the_trace_and_makes_a_new_span() -> None:

@@ -38,10 +38,10 @@ def _pipeline(otel: Any, infer: Any, sent: list[OutRecord]) -> RoutePipeline:
         "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["sentiment"]}],
     })
 
-    async def send(rec: OutRecord) -> asyncio.Future[None]:
+    async def send(rec: OutRecord) -> asyncio.Future[OutRecord]:
         sent.append(rec)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
+        fut: asyncio.Future[OutRecord] = asyncio.get_running_loop().create_future()
+        fut.set_result(rec)  # a delivery's result (RecordMetadata with Kafka): here the record itself
         return fut
 
     return RoutePipeline(topology, topology.routes[0], infer=infer, send=send, summary_topic=None,
@@ -71,13 +71,16 @@ async def test_one_events_path_is_one_trace_with_parent_child_ids(spans: Any) ->
     sent: list[OutRecord] = []
     pipe = _pipeline(otel, infer, sent)
     acked = asyncio.Event()
+    delivered: list[Any] = []
 
-    async def ack() -> None:
+    async def ack(results: list[Any]) -> None:
+        delivered.extend(results)
         acked.set()
 
     await pipe.submit([_rec(0, PARENT), _rec(1, b"00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")], ack)
     assert await pipe.drain(5)
     assert acked.is_set()
+    assert delivered == sent, "the ack sees every delivery's result, flat, also when the batch's spans wrap them"
 
     by_name = {s.name: s for s in exporter.get_finished_spans()}
     assert set(by_name) == {"events.text process", "infer sentiment", "send"}  # the unsampled event made none
@@ -106,7 +109,7 @@ async def test_a_dead_letter_carries_the_send_span_and_events_without_a_header_s
 
     sent: list[OutRecord] = []
     pipe = _pipeline(otel, infer, sent)
-    await pipe.submit([_rec(0, PARENT, value=b"{not json"), _rec(1, None)], lambda: asyncio.sleep(0))
+    await pipe.submit([_rec(0, PARENT, value=b"{not json"), _rec(1, None)], lambda _: asyncio.sleep(0))
     assert await pipe.drain(5)
 
     finished = exporter.get_finished_spans()
