@@ -22,6 +22,12 @@ Contract (with :mod:`topologies.route_consumer` and :mod:`topologies.batch`):
   timeout, because aiokafka sends no heartbeats while it awaits the assignment listener; then (or
   on any error) everything is counted (analytics at-least-once) and a WARNING says so. Nothing
   runs without a summary topic.
+- Metadata stays near the end (:meth:`Replays.refreshes`): every ``REFRESH_S`` (and soon after an
+  assignment, for partitions never committed) an idle partition (no batch in flight) is committed
+  again at its committed offset (its log start when it has none) with the summary topic's end as
+  metadata. That is safe because all its summaries are acked, so below that end, and a batch
+  submitted later is summarized after it; a submit while the end is read disqualifies it. So a scan
+  reads the summaries since the last refresh, not since the partition was last busy.
 - Not covered: a worker that is not dead but cut off (a zombie whose abandoned batches still
   produce) may append summaries after the next owner's scan; those events may count twice.
 """
@@ -38,11 +44,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from topologies.records import InputRecord
 
-__all__ = ["SCAN_TIMEOUT_S", "Replays", "scan_start", "summarized_upto", "summary_offset"]
+__all__ = ["REFRESH_S", "SCAN_TIMEOUT_S", "Replays", "scan_start", "summarized_upto", "summary_offset"]
 
 log = logging.getLogger(__name__)
 
 SCAN_TIMEOUT_S = 10.0
+REFRESH_S = 30.0
+STALE_AFTER = 1000  # an idle partition's metadata this many summary records behind the end is moved up
 
 
 def summary_offset(results: Iterable[Any], summary_topic: str | None) -> int | None:
@@ -128,6 +136,9 @@ class Replays:
         self.timeout_s = timeout_s if session_timeout_s is None else min(timeout_s, session_timeout_s / 2)
         self.pending: dict[TopicPartition, int] = {}  # records below this offset were already summarized
         self.summary_at: dict[TopicPartition, int] = {}  # summary offset of the last acked batch, per partition
+        self.in_flight: dict[TopicPartition, int] = {}  # batches submitted and not yet acked, per partition
+        self.submits: dict[TopicPartition, int] = {}  # batches ever submitted, per partition
+        self.uncommitted: set[TopicPartition] = set()  # held partitions the group never committed
         self._scanner: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
@@ -145,6 +156,8 @@ class Replays:
         """On revocation: nothing held, nothing pending."""
         self.pending = {}
         self.summary_at = {}
+        self.in_flight = {}
+        self.uncommitted = set()
 
     # -- per batch ----------------------------------------------------------------------
 
@@ -159,8 +172,15 @@ class Replays:
         if records[-1].offset + 1 >= bound:
             del self.pending[tp]  # past it: the partition's later records need no look-up
 
+    def submitted(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self.in_flight[tp] = self.in_flight.get(tp, 0) + 1
+            self.submits[tp] = self.submits.get(tp, 0) + 1
+
     def acked(self, partitions: Iterable[TopicPartition], results: list[Any]) -> None:
         """A batch of ``partitions`` was acked with these delivery results: remember where its summary is."""
+        for tp in partitions:
+            self.in_flight[tp] = max(0, self.in_flight.get(tp, 0) - 1)
         offset = summary_offset(results, self.summary_topic)
         if offset is not None:
             for tp in partitions:
@@ -171,6 +191,38 @@ class Replays:
         """The commit metadata of ``tp``: its last summary's offset, or "" when none is known."""
         offset = self.summary_at.get(tp)
         return "" if offset is None else str(offset)
+
+    async def refreshes(self, committed: Mapping[TopicPartition, int], held: Iterable[TopicPartition]
+                        ) -> dict[TopicPartition, tuple[int, str]]:
+        """Commits ``{tp: (offset, metadata)}`` that move idle partitions' metadata up to the summary topic's
+        end (``committed``: the offsets the group holds for them). Empty when none is due or on any error."""
+        try:
+            return await asyncio.wait_for(self._refreshes(committed, list(held)), self.timeout_s)
+        except Exception as err:  # noqa: BLE001 - only a later scan's length depends on it
+            log.warning("could not refresh the summary offsets in commit metadata: %r", err)
+            return {}
+
+    async def _refreshes(self, committed: Mapping[TopicPartition, int], held: list[TopicPartition]
+                         ) -> dict[TopicPartition, tuple[int, str]]:
+        scanner = self._scanner
+        before = {tp: self.submits.get(tp, 0) for tp in held if not self.in_flight.get(tp)}
+        if scanner is None or not before or self.summary_topic not in await scanner.topics():
+            return {}
+        stp = TopicPartition(self.summary_topic, 0)
+        end = (await scanner.end_offsets([stp]))[stp]
+        due = [tp for tp, n in before.items() if self.submits.get(tp, 0) == n and not self.in_flight.get(tp)
+               and (tp in self.uncommitted or (tp in committed and self.summary_at.get(tp, -1) < end - STALE_AFTER))]
+        fresh = [tp for tp in due if tp in self.uncommitted]
+        starts = await scanner.beginning_offsets(fresh) if fresh else {}
+        return {tp: (starts[tp] if tp in self.uncommitted else committed[tp], str(end)) for tp in due
+                if tp in starts or tp not in self.uncommitted}
+
+    def did_commit(self, commits: Mapping[TopicPartition, tuple[int, str]]) -> None:
+        """The group now holds ``commits``: their partitions are committed, their metadata is current."""
+        for tp, (_, metadata) in commits.items():
+            self.uncommitted.discard(tp)
+            if (offset := parse_metadata(metadata)) is not None:
+                self.summary_at[tp] = max(self.summary_at.get(tp, -1), offset)
 
     # -- on assignment -------------------------------------------------------------------
 
@@ -185,6 +237,7 @@ class Replays:
             log.warning("could not read what the previous owners of %s summarized (%r, limit %.0fs); their "
                         "replayed events will be counted again in analytics", _names(partitions), err, self.timeout_s)
             return
+        self.uncommitted = {tp for tp in partitions if tp not in committed or committed[tp].offset < 0}
         for tp, meta in committed.items():  # a valid lower bound for this partition's next commits
             if (offset := parse_metadata(meta.metadata)) is not None:
                 self.summary_at[tp] = max(self.summary_at.get(tp, -1), offset)

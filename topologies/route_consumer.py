@@ -48,7 +48,7 @@ from topologies.metrics import METRICS, forget
 from topologies.pipeline import InferFn, ObserveFn, RoutePipeline
 from topologies.producer import BatchProducer
 from topologies.records import InputRecord, OutRecord
-from topologies.replays import Replays
+from topologies.replays import REFRESH_S, Replays
 from topologies.topic_limits import read_topic_limits
 from topologies.tracing import WORKER_SERVICE, BatchTracer
 
@@ -235,6 +235,7 @@ class RouteConsumer(ConsumerRebalanceListener):
         ends: dict[TopicPartition, int] = {}
         for rec in records:
             ends[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+        self.replays.submitted(ends)  # in flight until acked: its summary may land anywhere after now
 
         async def ack(results: list[Any]) -> None:
             if epoch != self._epoch:
@@ -254,29 +255,39 @@ class RouteConsumer(ConsumerRebalanceListener):
     # -- committing ----------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
-        interval = self.topology.kafka.commit_interval_s
+        interval, loop = self.topology.kafka.commit_interval_s, asyncio.get_running_loop()
+        next_refresh = loop.time() + REFRESH_S
         while True:
             await asyncio.sleep(interval)
             if not self.rebalancing:
-                await self._commit()
+                refresh = bool(self.replays.uncommitted) or loop.time() >= next_refresh
+                await self._commit(refresh=refresh)
+                next_refresh = loop.time() + REFRESH_S if refresh else next_refresh
                 await self._learn_committed()
             self.lag(publish=True)
 
-    async def _commit(self) -> None:
+    async def _commit(self, *, refresh: bool = False) -> None:
+        """Commit acked progress; ``refresh``: also move idle partitions' summary offsets up (replays)."""
         assert self.consumer is not None
         async with self._commit_lock:
             assignment = self.consumer.assignment()
-            offsets = {tp: off for tp, off in self._acked.items()
+            commits = {tp: (off, self.replays.metadata(tp)) for tp, off in self._acked.items()
                        if off > self._committed.get(tp, -1) and tp in assignment}
-            if not offsets or self.failed is not None:
+            if refresh and self.failed is None:
+                held = {tp for tp in assignment if tp.topic in self.routes} - commits.keys()
+                commits.update(await self.replays.refreshes(self._committed, held))
+            if not commits or self.failed is not None:
                 return
             try:
-                await self.consumer.commit({tp: (off, self.replays.metadata(tp)) for tp, off in offsets.items()})
+                await self.consumer.commit(commits)
             except (KafkaError, AssertionError) as err:  # the group moved on: the next owner re-reads
-                log.warning("commit of %d partitions failed (%r); their events will be read again", len(offsets), err)
+                log.warning("commit of %d partitions failed (%r); their events will be read again", len(commits), err)
                 return
+            self.replays.did_commit(commits)
+            offsets = {tp: off for tp, (off, _) in commits.items()}
+            if any(off > self._committed.get(tp, -1) for tp, off in offsets.items()):  # not a bare refresh
+                self.last_commit_progress = time.monotonic()
             self._committed.update(offsets)
-            self.last_commit_progress = time.monotonic()
             for tp, off in offsets.items():
                 METRICS.committed.labels(tp.topic, str(tp.partition)).set(off)
 

@@ -165,7 +165,10 @@ class FakeScanner:
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         if self.hang:
             await asyncio.sleep(3600)
-        return {self.tp: len(self.values)}
+        return {tp: len(self.values) for tp in tps}
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 7 for tp in tps}
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.pos = offset
@@ -244,3 +247,34 @@ async def test_a_summary_topic_not_created_yet_is_not_read() -> None:
     replays._scanner = scanner = FakeScanner([_summary(0, 0, 10)], exists=False)  # type: ignore[assignment]
     await replays.learn(FakeGroup({}), [TopicPartition("events.text", 0)])  # type: ignore[arg-type]
     assert replays.pending == {} and scanner.seeks == [] and not hasattr(scanner, "tp")
+
+
+async def test_idle_partitions_get_the_summary_topics_end_as_metadata_so_later_scans_stay_short() -> None:
+    busy, idle, fresh, recent = (TopicPartition("events.text", p) for p in range(4))
+    replays = Replays(SUMMARIES, {})
+    replays._scanner = FakeScanner([b"{}"] * 5000)  # type: ignore[assignment]
+    replays.uncommitted = {fresh}
+    replays.summary_at = {idle: 10, recent: 4500}
+    replays.submitted([busy])
+    commits = await replays.refreshes({busy: 100, idle: 200, fresh: 0, recent: 300}, [busy, idle, fresh, recent])
+    # busy: a batch in flight may be summarized below the end; recent: metadata close enough to the end.
+    assert commits == {idle: (200, "5000"), fresh: (7, "5000")}, "never committed: its log start"
+    replays.did_commit(commits)
+    assert replays.metadata(idle) == "5000" and not replays.uncommitted
+    replays.acked([busy], [])
+    assert await replays.refreshes({busy: 100}, [busy]) == {busy: (100, "5000")}
+
+
+async def test_a_submit_while_the_end_is_read_disqualifies_the_partition() -> None:
+    tp = TopicPartition("events.text", 0)
+    replays = Replays(SUMMARIES, {})
+    scanner = replays._scanner = FakeScanner([b"{}"] * 5000)  # type: ignore[assignment]
+    read_end = scanner.end_offsets
+
+    async def end_offsets_with_a_submit(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        replays.submitted([tp])
+        replays.acked([tp], [])  # submitted and acked meanwhile: its summary may lie below the end
+        return await read_end(tps)
+
+    scanner.end_offsets = end_offsets_with_a_submit  # type: ignore[method-assign]
+    assert await replays.refreshes({tp: 100}, [tp]) == {}
