@@ -77,6 +77,7 @@ class RoutePipeline:
         in_flight = METRICS.in_flight.labels(route.name)
         self.executor: OrderedExecutor[BatchOutput] = OrderedExecutor(
             route.name, route.max_in_flight, self._publish, on_fatal=on_fatal, on_settled=in_flight.set)
+        self.generation = 0  # bumped at each revocation (abandon_in_flight)
         self._batch_size = METRICS.batch_size.labels(route.name)
         self._events_in = METRICS.events_in.labels(route.name)
 
@@ -99,7 +100,17 @@ class RoutePipeline:
         async def ack_flat(results: list[Any]) -> Any:  # a traced batch's deliveries resolve as one list
             return await ack([r for res in results for r in (res if isinstance(res, list) else (res,))])
 
-        await self.executor.submit(self.process(records), ack_flat)
+        await self.executor.submit(self._stamped(records, self.generation), ack_flat)
+
+    def abandon_in_flight(self) -> None:
+        """Partitions were revoked: batches still in flight will not be committed, and their events will be
+        read again by the next owner, which counts them; so they publish no summary from now on."""
+        self.generation += 1
+
+    async def _stamped(self, records: list[InputRecord], generation: int) -> BatchOutput:
+        out = await self.process(records)
+        out.generation = generation
+        return out
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until every submitted batch has been produced and acknowledged (False: timed out or failed)."""
@@ -146,11 +157,14 @@ class RoutePipeline:
                                            trace=[span_traceparent(s).decode() for s in spans])
 
     async def _publish(self, out: BatchOutput) -> list[Awaitable[Any]]:
+        records, summaries = out.records, self.processor.summary_topic
+        if out.generation != self.generation and summaries:  # abandoned: results yes, counts no
+            records = [r for r in records if r.topic != summaries]
         if self.send_all is not None:
-            deliveries = await self.send_all(out.records)
+            deliveries = await self.send_all(records)
         else:
             assert self.send is not None
-            deliveries = [await self.send(r) for r in out.records]
+            deliveries = [await self.send(r) for r in records]
         if out.traces:  # the spans end when the broker has acked every record of the batch
             deliveries = [asyncio.ensure_future(BatchTracer.end_after(deliveries, out.traces))]
         return deliveries

@@ -28,15 +28,19 @@ Contract (with :mod:`topologies.route_consumer` and :mod:`topologies.batch`):
   metadata. That is safe because all its summaries are acked, so below that end, and a batch
   submitted later is summarized after it; a submit while the end is read disqualifies it. So a scan
   reads the summaries since the last refresh, not since the partition was last busy.
-- Not covered: a worker that is not dead but cut off (a zombie whose abandoned batches still
-  produce) may append summaries after the next owner's scan; those events may count twice.
+- Batches abandoned at a revocation publish no summary from then on (their events are read again
+  and counted by the next owner), and a worker flushes its producer before it scans, so its own
+  buffered summaries are read.
+- Not covered: a worker that is not dead but cut off (a zombie whose abandoned batches were
+  published before the revocation) may append summaries after another next owner's scan; those
+  events may count twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -226,13 +230,15 @@ class Replays:
 
     # -- on assignment -------------------------------------------------------------------
 
-    async def learn(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
-        """Find what the previous owners of the newly assigned ``partitions`` already summarized."""
+    async def learn(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *,
+                    flush: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """Find what the previous owners of the newly assigned ``partitions`` already summarized
+        (``flush``: this worker's producer, so its own summaries still buffered are read too)."""
         self.pending = {}
         if self._scanner is None or not partitions:
             return
         try:
-            committed, upto = await asyncio.wait_for(self._learn(consumer, partitions), self.timeout_s)
+            committed, upto = await asyncio.wait_for(self._learn(consumer, partitions, flush), self.timeout_s)
         except Exception as err:  # noqa: BLE001 - never stall a rebalance: count everything instead
             log.warning("could not read what the previous owners of %s summarized (%r, limit %.0fs); their "
                         "replayed events will be counted again in analytics", _names(partitions), err, self.timeout_s)
@@ -251,8 +257,11 @@ class Replays:
             log.info("%s already summarized by its previous owner; reprocessed for results, not counted again",
                      "; ".join(lines))
 
-    async def _learn(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+    async def _learn(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
+                     flush: Callable[[], Awaitable[Any]] | None
                      ) -> tuple[dict[TopicPartition, Any], dict[TopicPartition, int]]:
+        if flush is not None:
+            await flush()
         committed = await fetch_committed(consumer, partitions)
         return committed, await self._scan(scan_start(committed, partitions), set(partitions))
 

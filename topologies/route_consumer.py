@@ -159,6 +159,8 @@ class RouteConsumer(ConsumerRebalanceListener):
         if revoked and self.failed is None:
             await self._drain_and_commit("rebalance")
         self._epoch += 1  # acks of anything still in flight now belong to the past
+        for r in self.routes.values():
+            r.pipeline.abandon_in_flight()
         self._acked.clear()
         self._committed.clear()
         self.replays.forget()
@@ -171,7 +173,9 @@ class RouteConsumer(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         assert self.consumer is not None  # awaited before fetching resumes, so the route loops wait for this
-        await self.replays.learn(self.consumer, sorted(tp for tp in assigned if tp.topic in self.routes))
+        assert self.producer is not None  # flushed first: a summary of ours still in its buffer is scanned too
+        await self.replays.learn(self.consumer, sorted(tp for tp in assigned if tp.topic in self.routes),
+                                 flush=self.producer.flush)
         for tp in sorted(assigned):
             r = self.routes.get(tp.topic)
             if r is not None:

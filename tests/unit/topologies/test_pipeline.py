@@ -165,3 +165,26 @@ def test_traceparent_keeps_the_trace_and_makes_a_new_span() -> None:
     child = child_traceparent(parent)
     assert child is not None and child.startswith(b"00-0af7651916cd43dd8448eb211c80319c-") and child.endswith(b"-01")
     assert child != parent and child_traceparent(b"garbage") is None
+
+
+async def test_a_batch_abandoned_at_a_revocation_publishes_results_but_no_summary() -> None:
+    """Its offsets are never committed, so the next owner reads and counts its events again."""
+    topology = _topology(max_in_flight=2)
+    broker = FakeBroker()
+    release = asyncio.Event()
+
+    async def infer(model: str, items: list[Any]) -> list[dict[str, Any]]:
+        if items[0] == "text 10":
+            await release.wait()
+        return [_ok() for _ in items]
+
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=broker.send, summary_topic="g-summaries")
+    await pipe.submit([_rec(i) for i in range(5)], ack=lambda _: asyncio.sleep(0))
+    await pipe.drain()
+    await pipe.submit([_rec(i) for i in range(10, 15)], ack=lambda _: asyncio.sleep(0))
+    pipe.abandon_in_flight()  # the revocation's drain timed out with this batch still at the model
+    release.set()
+    await pipe.drain()
+    assert len(broker.values("inference.sentiment")) == 10
+    [summary] = broker.values("g-summaries")
+    assert summary["ranges"] == {"0": [0, 5]}

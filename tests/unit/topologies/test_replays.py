@@ -278,3 +278,15 @@ async def test_a_submit_while_the_end_is_read_disqualifies_the_partition() -> No
 
     scanner.end_offsets = end_offsets_with_a_submit  # type: ignore[method-assign]
     assert await replays.refreshes({tp: 100}, [tp]) == {}
+
+
+async def test_the_workers_own_buffered_summaries_are_flushed_before_the_scan() -> None:
+    tp = TopicPartition("events.text", 0)
+    replays = Replays(SUMMARIES, {})
+    scanner = replays._scanner = FakeScanner([])  # type: ignore[assignment]
+
+    async def flush() -> None:  # the producer's buffer reaches the log: the scan must see it
+        scanner.values.append(_summary(0, 0, 12))
+
+    await replays.learn(FakeGroup({tp: OffsetAndMetadata(5, "0")}), [tp], flush=flush)  # type: ignore[arg-type]
+    assert replays.pending == {tp: 12}
