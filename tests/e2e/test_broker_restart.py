@@ -1,14 +1,18 @@
-"""The broker restarts mid-stream (same data directory): the worker reconnects by itself, nothing is lost.
+"""The broker restarts, or freezes, mid-stream: the worker rides it out, nothing is lost or counted twice.
 
 A broker of its own (the session's broker is shared), the module's Ray Serve app, one worker.
-Half the events are produced, the broker is stopped while the worker is busy with them, started
-again on the same folder and port, and the other half produced. Every event must get its result,
-with no dead letter and no worker restart; duplicates (a batch produced but not yet committed when
-the broker went) are counted and reported.
+Half the events are produced; while the worker is busy with them the broker is either stopped and
+started again on the same folder and port ("restart"), or frozen with SIGSTOP for 20 s, past the
+groups' session timeout, and thawed with SIGCONT ("pause": every member is expired and rejoins,
+with batches in flight). Then the other half is produced. Every event must get its result, with no
+dead letter and no worker restart, and the analytics windows must count each event once;
+duplicate results (a batch produced but not yet committed) are counted and reported.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +32,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.
 N = 4000
 
 
-def test_broker_restart_mid_stream_loses_nothing(stack: Stack, tmp_path: Path) -> None:
+PAUSE_S = 20
+
+
+@pytest.mark.parametrize("fault", ["restart", "pause"])
+def test_broker_fault_mid_stream_loses_nothing(stack: Stack, tmp_path: Path, fault: str) -> None:
     broker = LocalKafka(tmp_path / "kafka").start()
     worker = None
     try:
@@ -47,9 +55,17 @@ def test_broker_restart_mid_stream_loses_nothing(stack: Stack, tmp_path: Path) -
         seen = read_topic(broker.bootstrap, topology.topics.sentiment, timeout=120, until=lambda r: len(r) >= N // 8)
         assert len(seen) < N // 2, "the broker must stop while the worker still has work"
         t0 = time.monotonic()
-        broker.stop()
-        time.sleep(3)
-        broker.start()
+        if fault == "restart":
+            broker.stop()
+            time.sleep(3)
+            broker.start()
+        else:
+            assert broker.proc is not None
+            os.kill(broker.proc.pid, signal.SIGSTOP)
+            try:
+                time.sleep(PAUSE_S)
+            finally:
+                os.kill(broker.proc.pid, signal.SIGCONT)
         down_s = time.monotonic() - t0
         produce_events(topology, "text", events[N // 2:])
         ids = {e.event_id for e in events}
@@ -66,8 +82,10 @@ def test_broker_restart_mid_stream_loses_nothing(stack: Stack, tmp_path: Path) -
     out = Counter(v["event_id"] for _, _, v in results)
     lost = ids - set(out)
     duplicates = sum(c - 1 for c in out.values() if c > 1)
-    print(f"\n[broker restart] down {down_s:.1f}s (stop, 3 s, start); {N} events: {len(results)} results, "
+    how = "stop, 3 s, start" if fault == "restart" else f"SIGSTOP, {PAUSE_S} s, SIGCONT"
+    print(f"\n[broker {fault}] down {down_s:.1f}s ({how}); {N} events: {len(results)} results, "
           f"{len(lost)} lost, {duplicates} duplicates, {len(dlq)} dead letters; analytics in/out "
           f"{analytics.get('in', 0):.0f}/{analytics.get('out', 0):.0f} of {N}; worker peak RSS {rss:.0f} MB; 0 restarts")
     assert not lost, f"{len(lost)} events lost, e.g. {sorted(lost)[:5]}"
     assert not dlq
+    assert (analytics.get("in"), analytics.get("out"), analytics.get("dlq", 0)) == (N, N, 0), analytics
