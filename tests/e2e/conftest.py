@@ -3,6 +3,8 @@ and ``infertide worker`` child processes (the same runtime ``infertide up`` uses
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 import uuid
@@ -15,6 +17,7 @@ import orjson
 import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
+from PIL import Image
 
 from infertide.clients.admin import ensure_topics
 from infertide.local.broker import free_port
@@ -139,6 +142,14 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     finally:
         consumer.close()
     return records
+
+
+def jpeg_b64(i: int) -> str:
+    """A small solid-colour JPEG, base64 (a different colour per ``i``), for inline image events."""
+    img = Image.new("RGB", (64, 48), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def latest_windows(records: list[Any]) -> list[dict[str, Any]]:

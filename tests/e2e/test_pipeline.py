@@ -4,18 +4,16 @@ models, and results, dead letters, analytics and recommendations out where the c
 from __future__ import annotations
 
 import base64
-import io
 from collections import Counter, defaultdict
 from typing import Any
 
 import orjson
 import pytest
 from kafka import KafkaProducer
-from PIL import Image
 
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import ImageEvent, ImageRef, TextEvent, VideoFrameEvent
-from tests.e2e.conftest import Stack, latest_windows, read_topic
+from tests.e2e.conftest import Stack, jpeg_b64, latest_windows, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -25,20 +23,13 @@ WORDS_POS = ["great", "wonderful", "loved", "excellent"]
 WORDS_NEG = ["awful", "boring", "hated", "terrible"]
 
 
-def _jpeg(i: int) -> str:
-    img = Image.new("RGB", (64, 48), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def _inputs() -> dict[str, list[Any]]:
     images = [ImageEvent(event_id=f"img-{i}", ts=now_ms(), user_id=f"u{i % 10}", item_id=f"item-{i}",
-                         image=ImageRef(data=_jpeg(i), mime="image/jpeg")) for i in range(N_IMAGE)]
+                         image=ImageRef(data=jpeg_b64(i), mime="image/jpeg")) for i in range(N_IMAGE)]
     texts = [TextEvent(event_id=f"txt-{i}", ts=now_ms(), user_id=f"u{i % 10}", item_id=f"item-{i % N_IMAGE}",
                        text=f"{(WORDS_POS if i % 3 else WORDS_NEG)[i % 4]} film number {i}") for i in range(N_TEXT)]
     frames = [VideoFrameEvent(event_id=f"vid-{s}-{f}", ts=now_ms(), stream_id=f"cam-{s}", frame_index=f,
-                              pts_ms=f * 33, image=ImageRef(data=_jpeg(f), mime="image/jpeg"))
+                              pts_ms=f * 33, image=ImageRef(data=jpeg_b64(f), mime="image/jpeg"))
               for s in range(N_STREAMS) for f in range(N_FRAMES // N_STREAMS)]
     return {"image": images, "text": texts, "video": frames}
 
