@@ -18,7 +18,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from tests.e2e.conftest import Stack, read_topic
+from tests.e2e.conftest import Stack, analytics_events, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -53,6 +53,7 @@ def test_a_poison_record_bigger_than_the_dlq_takes_is_dead_lettered_cut_to_fit(s
         _send(stack, topology.topics.text, *valid[:10], POISON, *valid[10:])
         letters = read_topic(stack.bootstrap, topology.topics.dlq, timeout=60, until=lambda r: len(r) >= 1)
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=60, until=lambda r: len(r) >= 20)
+        analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=21)
         assert worker.alive() and worker.proc is not None and worker.proc.pid == pid, worker.tail()
         assert worker.get("/readyz")[0] == 200
     finally:
@@ -64,6 +65,7 @@ def test_a_poison_record_bigger_than_the_dlq_takes_is_dead_lettered_cut_to_fit(s
     assert letter["truncated"] and letter["original_size"] == len(POISON)
     assert letter["original_sha256"] == hashlib.sha256(POISON).hexdigest() and letter["stage"] == "decode"
     assert {v["event_id"] for _, _, v in results} == {f"ok-{i}" for i in range(20)}
+    assert (analytics.get("in"), analytics.get("out"), analytics.get("dlq")) == (21, 20, 1), analytics
 
 
 def test_a_produce_the_broker_refuses_makes_the_worker_exit_not_spin(stack: Stack) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, read_topic
+from tests.e2e.conftest import Stack, analytics_events, read_topic
 from tests.fixtures.hostile import HEADER, Case, CorpusEnv, build_corpus, write_files
 from tests.fixtures.image_server import ImageServer, serve_images
 
@@ -103,6 +103,9 @@ def run(stack: Stack, corpus_env: CorpusEnv) -> dict[str, Any]:
         out["seconds"] = time.monotonic() - start
         time.sleep(1.0)  # anything extra (a duplicate, a late letter) would show up in this second read
         out["dlq_again"] = read_topic(stack.bootstrap, topology.topics.dlq, timeout=3, until=lambda r: False)
+        kinds = Counter(c.kind for c in cases)
+        out["analytics"] = {r.kind: analytics_events(stack.bootstrap, topology, r.name, expect_in=kinds[r.kind])
+                            for r in topology.routes if kinds[r.kind]}
         out["worker_alive_same_pid"] = worker.alive() and worker.proc.pid == pid
         out["replicas"] = (replicas_before, _replicas())
         out["cases"] = cases
@@ -136,6 +139,13 @@ def test_every_bad_event_is_dead_lettered_once_per_model_with_a_reason(run: dict
         assert d["original_sha256"] == hashlib.sha256(case.value).hexdigest()
         assert original == case.value or (d["truncated"] and case.value.startswith(original))
     _report(run["cases"], letters, run["seconds"])
+
+
+def test_analytics_count_every_event_once_as_result_or_dead_letter(run: dict[str, Any]) -> None:
+    for kind, counts in run["analytics"].items():
+        cases = [c for c in run["cases"] if c.kind == kind]
+        ok = sum(c.expect == "result" for c in cases)
+        assert (counts.get("in"), counts.get("out", 0), counts.get("dlq", 0)) == (len(cases), ok, len(cases) - ok), kind
 
 
 def test_nothing_restarted(run: dict[str, Any]) -> None:
