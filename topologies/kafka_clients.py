@@ -6,7 +6,7 @@ from typing import Any
 
 from schemas.topology import KafkaConfig
 
-__all__ = ["aiokafka_kwargs"]
+__all__ = ["aiokafka_kwargs", "group_generation"]
 
 
 def aiokafka_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[str, Any]:
@@ -23,3 +23,10 @@ def aiokafka_kwargs(kafka: KafkaConfig, bootstrap: str | None = None) -> dict[st
         kw["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile,
                                                keyfile=kafka.ssl_keyfile)
     return kw
+
+
+def group_generation(consumer: Any) -> int:
+    """The generation of the consumer's group membership; -1 before the first join and once the
+    coordinator has expelled the member (aiokafka resets it on UnknownMemberId / IllegalGeneration).
+    Read from aiokafka's group coordinator: it has no public accessor (aiokafka 0.14)."""
+    return int(getattr(getattr(consumer, "_coordinator", None), "generation", -1))

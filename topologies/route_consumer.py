@@ -43,7 +43,7 @@ from aiokafka.errors import KafkaError
 
 from schemas.topology import RouteConfig, Topology
 from schemas.tracing import tracer
-from topologies.kafka_clients import aiokafka_kwargs
+from topologies.kafka_clients import aiokafka_kwargs, group_generation
 from topologies.metrics import METRICS, forget
 from topologies.pipeline import InferFn, ObserveFn, RoutePipeline
 from topologies.producer import BatchProducer
@@ -156,7 +156,11 @@ class RouteConsumer(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.rebalancing = True
-        if revoked and self.failed is None:
+        if revoked and self._expelled():
+            log.warning("this worker was expelled from group %s (its session expired: frozen, paused or cut off); "
+                        "its partitions already have new owners, so in-flight batches are abandoned, not drained: "
+                        "their results may still be produced, their summaries are not", self.group)
+        elif revoked and self.failed is None:
             await self._drain_and_commit("rebalance")
         self._epoch += 1  # acks of anything still in flight now belong to the past
         for r in self.routes.values():
@@ -242,8 +246,8 @@ class RouteConsumer(ConsumerRebalanceListener):
         self.replays.submitted(ends)  # in flight until acked: its summary may land anywhere after now
 
         async def ack(results: list[Any]) -> None:
-            if epoch != self._epoch:
-                return  # acked after its partitions were revoked: never committed
+            if epoch != self._epoch or self._expelled():
+                return  # acked after its partitions were revoked (or given away: maybe without its summary)
             acked = self._acked
             for tp, end in ends.items():
                 if end > acked.get(tp, -1):
@@ -254,7 +258,13 @@ class RouteConsumer(ConsumerRebalanceListener):
 
     async def _send_all(self, records: list[OutRecord]) -> list[Any]:
         assert self._batches is not None
+        if self._expelled():  # a zombie's summary would count events the partitions' new owner counts too
+            records = [r for r in records if r.topic != self.replays.summary_topic]
         return await self._batches.send_all(records)
+
+    def _expelled(self) -> bool:
+        """Whether the group coordinator no longer knows this member (aiokafka resets its generation)."""
+        return self.consumer is not None and group_generation(self.consumer) < 0
 
     # -- committing ----------------------------------------------------------------------
 
@@ -280,8 +290,8 @@ class RouteConsumer(ConsumerRebalanceListener):
             if refresh and self.failed is None:
                 held = {tp for tp in assignment if tp.topic in self.routes} - commits.keys()
                 commits.update(await self.replays.refreshes(self._committed, held))
-            if not commits or self.failed is not None:
-                return
+            if not commits or self.failed is not None or self._expelled():
+                return  # expelled: the group gave the partitions away; a commit now could still be accepted
             try:
                 await self.consumer.commit(commits)
             except (KafkaError, AssertionError) as err:  # the group moved on: the next owner re-reads

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import namedtuple
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -19,8 +20,9 @@ from schemas.events import TextEvent
 from schemas.topology import parse_topology
 from topologies.batch import BatchProcessor
 from topologies.metrics import REGISTRY
-from topologies.records import InputRecord
+from topologies.records import InputRecord, OutRecord
 from topologies.replays import Replays, scan_start, summarized_upto, summary_offset
+from topologies.route_consumer import RouteConsumer
 
 SUMMARIES = "g-summaries"
 
@@ -290,3 +292,29 @@ async def test_the_workers_own_buffered_summaries_are_flushed_before_the_scan() 
 
     await replays.learn(FakeGroup({tp: OffsetAndMetadata(5, "0")}), [tp], flush=flush)  # type: ignore[arg-type]
     assert replays.pending == {tp: 12}
+
+
+async def test_an_expelled_worker_sends_no_summary_acks_nothing_and_commits_nothing() -> None:
+    """Frozen past its session: the group gave its partitions away, and the new owner counts their events."""
+    topology, _ = _processor()
+    consumer = RouteConsumer(topology, infer=None, summary_topic=SUMMARIES)  # type: ignore[arg-type]
+    sent: list[OutRecord] = []
+
+    async def send_all(records: list[OutRecord]) -> list[Any]:
+        sent.extend(records)
+        return []
+
+    consumer._batches = SimpleNamespace(send_all=send_all)  # type: ignore[assignment]
+    coordinator = SimpleNamespace(generation=7)
+    consumer.consumer = SimpleNamespace(_coordinator=coordinator)  # type: ignore[assignment]
+    outputs = [OutRecord("inference.sentiment", b"k", b"{}"), OutRecord(SUMMARIES, b"text", b"{}")]
+    await consumer._send_all(outputs)
+    assert [r.topic for r in sent] == ["inference.sentiment", SUMMARIES]
+
+    coordinator.generation = -1  # aiokafka's reset after UnknownMemberId / IllegalGeneration
+    sent.clear()
+    await consumer._send_all(outputs)
+    assert [r.topic for r in sent] == ["inference.sentiment"]
+    ack = consumer._ack_for([_rec(0, 5)], consumer._epoch)
+    await ack([])
+    assert consumer._acked == {}
