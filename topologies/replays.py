@@ -272,15 +272,18 @@ class Replays:
         if self.summary_topic not in await scanner.topics():
             return {}  # not created yet, so nothing was summarized (and asking for it could auto-create it)
         scanner.assign([tp])
-        end = (await scanner.end_offsets([tp]))[tp]
-        upto: dict[TopicPartition, int] = {}
-        if end <= start:
+        try:
+            end = (await scanner.end_offsets([tp]))[tp]
+            upto: dict[TopicPartition, int] = {}
+            if end <= start:
+                return upto
+            scanner.seek(tp, start)
+            while await scanner.position(tp) < end:
+                got = await scanner.getmany(tp, timeout_ms=200, max_records=2000)
+                summarized_upto((m.value for m in got.get(tp, ()) if m.offset < end), wanted, upto)
             return upto
-        scanner.seek(tp, start)
-        while await scanner.position(tp) < end:
-            got = await scanner.getmany(tp, timeout_ms=200, max_records=2000)
-            summarized_upto((m.value for m in got.get(tp, ()) if m.offset < end), wanted, upto)
-        return upto
+        finally:
+            scanner.unsubscribe()  # an assigned consumer keeps prefetching the topic between scans
 
 
 def _names(partitions: Iterable[TopicPartition]) -> str:

@@ -164,6 +164,9 @@ class FakeScanner:
     def assign(self, tps: list[TopicPartition]) -> None:
         self.tp = tps[0]
 
+    def unsubscribe(self) -> None:
+        self.unsubscribed = True
+
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         if self.hang:
             await asyncio.sleep(3600)
