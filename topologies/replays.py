@@ -231,31 +231,36 @@ class Replays:
     # -- on assignment -------------------------------------------------------------------
 
     async def learn(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *,
-                    flush: Callable[[], Awaitable[Any]] | None = None) -> None:
+                    flush: Callable[[], Awaitable[Any]] | None = None) -> dict[TopicPartition, int]:
         """Find what the previous owners of the newly assigned ``partitions`` already summarized
-        (``flush``: this worker's producer, so its own summaries still buffered are read too)."""
+        (``flush``: this worker's producer, so its own summaries still buffered are read too).
+
+        Returns the partitions' committed offsets (0 when none) as read on the way; {} when not read.
+        """
         self.pending = {}
         if self._scanner is None or not partitions:
-            return
+            return {}
         try:
             committed, upto = await asyncio.wait_for(self._learn(consumer, partitions, flush), self.timeout_s)
         except Exception as err:  # noqa: BLE001 - never stall a rebalance: count everything instead
             log.warning("could not read what the previous owners of %s summarized (%r, limit %.0fs); their "
                         "replayed events will be counted again in analytics", _names(partitions), err, self.timeout_s)
-            return
+            return {}
         self.uncommitted = {tp for tp in partitions if tp not in committed or committed[tp].offset < 0}
         for tp, meta in committed.items():  # a valid lower bound for this partition's next commits
             if (offset := parse_metadata(meta.metadata)) is not None:
                 self.summary_at[tp] = max(self.summary_at.get(tp, -1), offset)
+        offsets = {tp: max(committed[tp].offset, 0) if tp in committed else 0 for tp in partitions}
         lines = []
         for tp in sorted(upto):
-            start = max(committed[tp].offset, 0) if tp in committed else 0
+            start = offsets.get(tp, 0)
             if upto[tp] > start:
                 self.pending[tp] = upto[tp]
                 lines.append(f"partition {tp.topic}[{tp.partition}]: offsets {start}..{upto[tp] - 1}")
         if lines:
             log.info("%s already summarized by its previous owner; reprocessed for results, not counted again",
                      "; ".join(lines))
+        return offsets
 
     async def _learn(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
                      flush: Callable[[], Awaitable[Any]] | None

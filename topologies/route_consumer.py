@@ -178,8 +178,9 @@ class RouteConsumer(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: Any) -> None:
         assert self.consumer is not None  # awaited before fetching resumes, so the route loops wait for this
         assert self.producer is not None  # flushed first: a summary of ours still in its buffer is scanned too
-        await self.replays.learn(self.consumer, sorted(tp for tp in assigned if tp.topic in self.routes),
-                                 flush=self.producer.flush)
+        # The committed offsets it read spare _learn_committed a request per partition.
+        self._committed.update(await self.replays.learn(
+            self.consumer, sorted(tp for tp in assigned if tp.topic in self.routes), flush=self.producer.flush))
         for tp in sorted(assigned):
             r = self.routes.get(tp.topic)
             if r is not None:
