@@ -108,7 +108,7 @@ class RouteConfig(Strict):
 
 class AnalyticsConfig(Strict):
     """Tumbling windows over the results, emitted to the analytics topic when they close (at the next
-    ``window_s`` boundary; :mod:`topologies.windows`). Readable in the web views while open."""
+    ``window_s`` boundary; :mod:`topologies.state.windows`). Readable in the web views while open."""
 
     enabled: bool = True
     window_s: PositiveInt = 10

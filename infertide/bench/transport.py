@@ -51,7 +51,7 @@ async def bench(ray_address: str, http: str, model: str, app_name: str, items: l
     """Time ``calls`` calls of ``items`` through each transport, ``concurrency`` in flight."""
     import aiohttp
 
-    from topologies.serve_client import connect_ray
+    from topologies.engine.serve_client import connect_ray
 
     async with aiohttp.ClientSession() as session:
         async def over_http(batch: list[Any]) -> list[Any]:

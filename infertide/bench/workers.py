@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from infertide.demo.tiny_models import offline_env, tiny_topology
-from topologies.ray_signals import keeping_signal_handlers
+from topologies.engine.ray_signals import keeping_signal_handlers
 
 __all__ = ["main", "run_bench"]
 

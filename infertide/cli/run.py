@@ -30,7 +30,7 @@ def worker(
 
     Example: infertide worker --config topologies/default.yaml --ray-address 127.0.0.1:6379
     """
-    from topologies.app import run_worker
+    from topologies.host.app import run_worker
 
     settings = settings_of(ctx)
     topology = topology_from(ctx, bootstrap, config)

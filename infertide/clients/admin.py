@@ -15,7 +15,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.tasks import TOPIC_SCHEMAS
 from schemas.topology import KafkaConfig, Topology
-from topologies.kafka_clients import aiokafka_kwargs
+from topologies.kafka_settings import aiokafka_kwargs
 
 __all__ = [
     "TOPIC_SCHEMAS",

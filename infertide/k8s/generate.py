@@ -97,7 +97,7 @@ def faust_internal_topics(topology: Topology) -> list[tuple[str, int, dict[str, 
     Read from the app that ``topologies`` builds (no broker is contacted), so a new
     or renamed table reaches the manifests without a list kept by hand here.
     """
-    from topologies.app import InfertideApp  # late: pulls in Faust
+    from topologies.host.app import InfertideApp  # late: pulls in Faust
 
     def no_infer(*_: Any, **__: Any) -> Any:  # never called: the app is built, not run
         raise RuntimeError("k8s_gen builds the Faust app only to read its topics")

@@ -19,7 +19,7 @@ from pathlib import Path
 from infertide.local.broker import free_port, terminate
 from infertide.local.supervise import die_with_parent
 from schemas.topology import Topology
-from topologies.ray_signals import keeping_signal_handlers
+from topologies.engine.ray_signals import keeping_signal_handlers
 
 __all__ = ["RayServe", "WorkerProcess", "deploy_failure", "local_env", "ray_session_logs_dir", "route_ray_logs"]
 

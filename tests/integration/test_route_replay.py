@@ -33,8 +33,8 @@ from infertide.clients.admin import ensure_topics
 from schemas.topology import parse_topology
 from tests.integration.test_route_rebalance import Echo, _committed, _produce, _results
 from topologies.metrics import REGISTRY
-from topologies.replays import summarized_upto
-from topologies.route_consumer import RouteConsumer
+from topologies.engine.replays import summarized_upto
+from topologies.engine.consumer import RouteConsumer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = r"""
 import asyncio, json, sys
 from schemas.topology import parse_topology
-from topologies.route_consumer import RouteConsumer
+from topologies.engine.consumer import RouteConsumer
 
 async def echo(model, items):
     await asyncio.sleep(0.05)
@@ -145,7 +145,7 @@ async def test_a_crashed_workers_replayed_events_are_counted_once(kafka_bootstra
 
     before = _uncounted()
     b = RouteConsumer(topology, infer=Echo(), summary_topic=summary_topic)
-    with caplog.at_level(logging.INFO, logger="topologies.replays"):
+    with caplog.at_level(logging.INFO, logger="topologies.engine.replays"):
         await b.start()
         try:
             results = await _results(topology, set(where), timeout=40)

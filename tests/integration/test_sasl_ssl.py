@@ -2,9 +2,9 @@
 
 A broker of its own (the session's broker is PLAINTEXT), started with ``LocalKafka(sasl_ssl=True)``: a local
 CA and certificate, SCRAM users made at format time. Round trips: kafka-python, aiokafka with the settings
-the route consumer uses (``topologies.kafka_clients``), the CLI (``infertide produce``/``tail`` with a
+the route consumer uses (``topologies.kafka_settings``), the CLI (``infertide produce``/``tail`` with a
 SASL_SSL topology), Debian's kcat (PLAIN inside TLS while its librdkafka's SCRAM is refused by Kafka 4), and a Faust agent built with the worker's own credentials
-(``topologies.app._credentials``). Wrong passwords are refused, and the password never shows in the
+(``topologies.host.app._credentials``). Wrong passwords are refused, and the password never shows in the
 broker's logs, the CLI's output, kcat's messages, Faust's logs or an error.
 """
 
@@ -27,7 +27,7 @@ import yaml
 
 from infertide.local.broker import LocalKafka
 from schemas.topology import TOPIC_ALIASES, Topology, default_topology_path, parse_topology
-from topologies.kafka_clients import aiokafka_kwargs
+from topologies.kafka_settings import aiokafka_kwargs
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -175,7 +175,7 @@ async def test_faust_agent_with_the_worker_credentials(broker: LocalKafka, confi
     import faust
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from topologies.app import _credentials
+    from topologies.host.app import _credentials
 
     caplog.set_level(logging.DEBUG)
     app = faust.App(f"sasl-{uuid.uuid4().hex[:6]}", broker=f"kafka://{broker.bootstrap}",

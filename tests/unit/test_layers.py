@@ -85,9 +85,9 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_walker_sees_lazy_and_relative_imports() -> None:
-    src = "import os\nfrom . import sibling\ndef f():\n    from topologies.app import x\n    import workers.base\n"
+    src = "import os\nfrom . import sibling\ndef f():\n    from topologies.host.app import x\n    import workers.base\n"
     mods = [m for m, _ in _imported_modules(ast.parse(src), ROOT / "infertide" / "mod.py")]
-    assert mods == ["os", "infertide", "topologies.app", "workers.base"]
+    assert mods == ["os", "infertide", "topologies.host.app", "workers.base"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -149,3 +149,37 @@ def test_the_part_walker_sees_what_the_cli_imports() -> None:
     edges = infertide_part_imports()
     assert {"local", "demo", "bench"} <= set(edges["cli"])
     assert _part("infertide.local.stack") == "local" and _part("infertide") == "__init__" and _part("ray") is None
+
+
+# topologies' wings: the app host on top, then the route engine, then the folded state; ``metrics`` and
+# ``kafka_settings`` are shared by all three and import no wing.
+TOPOLOGIES_ALLOWED = {
+    "host": {"engine", "state", "metrics", "kafka_settings"},
+    "engine": {"state", "metrics", "kafka_settings"},
+    "state": {"metrics", "kafka_settings"},
+    "metrics": set(),
+    "kafka_settings": set(),
+    "__init__": set(),
+}
+
+
+def topologies_wing_imports() -> dict[str, dict[str, list[str]]]:
+    """``{wing: {imported wing: ["file:line", ...]}}`` between the wings of ``topologies``."""
+    edges: dict[str, dict[str, list[str]]] = {}
+    for path in sorted((ROOT / "topologies").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("").parts
+        wing = rel[1] if len(rel) > 1 else "__init__"
+        edges.setdefault(wing, {})
+        for module, line in _imported_modules(ast.parse(path.read_text(), filename=str(path)), path):
+            parts = module.split(".")
+            if parts[0] == "topologies" and len(parts) > 1 and parts[1] != wing:
+                edges[wing].setdefault(parts[1], []).append(f"{path.relative_to(ROOT)}:{line}")
+    return edges
+
+
+def test_topologies_wings_import_downwards() -> None:
+    edges = topologies_wing_imports()
+    assert set(edges) <= set(TOPOLOGIES_ALLOWED), "a new wing of topologies: give it a row in TOPOLOGIES_ALLOWED"
+    bad = {w: {t: where for t, where in targets.items() if t not in TOPOLOGIES_ALLOWED[w]} for w, targets in edges.items()}
+    assert not any(bad.values()), f"topologies' wings import host -> engine -> state only: {bad}"
+    assert _cycles({w: set(t) for w, t in edges.items()}) == []

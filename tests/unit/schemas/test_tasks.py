@@ -11,8 +11,8 @@ from schemas.events import SCHEMAS, ClassificationResult, TextEvent
 from schemas.tasks import EVENT_KINDS, TASKS, TOPIC_SCHEMAS, event_schema
 from schemas.topology import TOPIC_ALIASES, TopicsConfig
 from tests.fixtures.examples import VALID
-from topologies.live import LiveState
-from topologies.recommend import engagement_weight, item_labels
+from topologies.host.live import LiveState
+from topologies.state.recommend import engagement_weight, item_labels
 from workers.registry import MODEL_CLASSES, model_class
 
 

@@ -24,7 +24,7 @@ Delivery contract (at-least-once, also when partitions move between workers):
 Summaries and replays (analytics count an event once, also when a dead worker's partitions move):
 a batch's summary names its offset ranges; a commit's metadata is the summary-topic offset of the
 partition's last acked summary. On assignment, before fetching, the consumer scans the summary topic
-from there (:class:`topologies.replays.Replays`, bounded in time): records a previous owner already
+from there (:class:`topologies.engine.replays.Replays`, bounded in time): records a previous owner already
 summarized past its commit are reprocessed for results (duplicates, as above) but marked
 ``counted=False``, so new summaries leave them out. On timeout or error they are counted again.
 """
@@ -43,14 +43,14 @@ from aiokafka.errors import KafkaError
 
 from schemas.topology import RouteConfig, Topology
 from schemas.tracing import tracer
-from topologies.kafka_clients import aiokafka_kwargs, group_generation
+from topologies.kafka_settings import aiokafka_kwargs, group_generation
 from topologies.metrics import METRICS, forget
-from topologies.pipeline import InferFn, ObserveFn, RoutePipeline
-from topologies.producer import BatchProducer
-from topologies.records import InputRecord, OutRecord
-from topologies.replays import REFRESH_S, Replays
-from topologies.topic_limits import read_topic_limits
-from topologies.tracing import WORKER_SERVICE, BatchTracer
+from topologies.engine.pipeline import InferFn, ObserveFn, RoutePipeline
+from topologies.engine.producer import BatchProducer
+from topologies.engine.records import InputRecord, OutRecord
+from topologies.engine.replays import REFRESH_S, Replays
+from topologies.engine.topic_limits import read_topic_limits
+from topologies.engine.tracing import WORKER_SERVICE, BatchTracer
 
 __all__ = ["RouteConsumer"]
 

@@ -9,11 +9,19 @@ tens of updates per second, not thousands: the combiner-before-shuffle pattern.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "percentile"]
+
+__all__ = ["LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "now_ms", "percentile"]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch (event and window timestamps)."""
+    return int(time.time() * 1000)
+
 
 # Upper bounds (ms) of the latency histogram; the last bucket is open-ended. Bounds are only ever
 # added (a window written with fewer bounds still reads right), never removed.

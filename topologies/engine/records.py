@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +16,9 @@ import orjson
 from schemas.codec import encode
 from schemas.events import DeadLetter
 from schemas.tracing import HEADER, TraceParent
+from topologies.state.analytics import now_ms
 
 __all__ = ["InputRecord", "OutRecord", "child_traceparent", "dead_letter", "now_ms", "result_record"]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
@@ -36,9 +32,9 @@ class InputRecord:
     value: bytes | None
     headers: dict[str, bytes] = field(default_factory=dict)
     event: Any = None  # the decoded event model, once valid
-    trace: Any = None  # its spans (topologies.tracing.EventTrace) when the event is traced
+    trace: Any = None  # its spans (topologies.engine.tracing.EventTrace) when the event is traced
     # False: a summary of its previous owner already counted it (a replay after a crash,
-    # topologies.replays); processed for results and dead letters, left out of every analytics delta.
+    # topologies.engine.replays); processed for results and dead letters, left out of every analytics delta.
     counted: bool = True
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from schemas.events import TextEvent
-from topologies.live import LiveState
+from topologies.host.live import LiveState
 
 
 def _text(i: int, age_ms: float = 0.0) -> TextEvent:

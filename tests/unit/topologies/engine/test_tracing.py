@@ -17,9 +17,9 @@ from schemas.codec import encode
 from schemas.events import TextEvent
 from schemas.topology import parse_topology
 from schemas.tracing import TraceParent, new_traceparent, record_spans, tracing_configured
-from topologies.pipeline import RoutePipeline
-from topologies.records import InputRecord, OutRecord
-from topologies.tracing import BatchTracer
+from topologies.engine.pipeline import RoutePipeline
+from topologies.engine.records import InputRecord, OutRecord
+from topologies.engine.tracing import BatchTracer
 
 PARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

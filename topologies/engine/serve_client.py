@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from schemas.topology import RouteConfig, Topology
-from topologies.batch import InferenceFailed
+from topologies.engine.batch import InferenceFailed
 from topologies.metrics import METRICS
-from topologies.ray_signals import keeping_signal_handlers
+from topologies.engine.ray_signals import keeping_signal_handlers
 
 __all__ = ["ServeInfer", "call_with_retries", "connect_ray"]
 

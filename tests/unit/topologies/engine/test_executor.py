@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from topologies.executor import ExecutorFailed, OrderedExecutor
+from topologies.engine.executor import ExecutorFailed, OrderedExecutor
 
 
 async def _work(value: int, delay: float) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from topologies.metrics import render
 
 if TYPE_CHECKING:
-    from topologies.app import InfertideApp
+    from topologies.host.app import InfertideApp
 
 __all__ = ["DASHBOARD_HTML", "latest_per_user", "register_views", "summary", "with_system_totals"]
 
@@ -63,8 +63,8 @@ def latest_per_user(recs: Any, n: int = 10) -> list[dict[str, Any]]:
 
 def register_views(it: InfertideApp) -> None:
     """Adds the views to ``it.app``, and the task that tails the summary topic for the all-worker totals."""
-    from topologies.kafka_clients import aiokafka_kwargs
-    from topologies.totals import SystemTotals
+    from topologies.kafka_settings import aiokafka_kwargs
+    from topologies.state.totals import SystemTotals
 
     app = it.app
     it.totals = SystemTotals(it.aggregator.summary_topic.get_topic_name(), aiokafka_kwargs(it.topology.kafka))

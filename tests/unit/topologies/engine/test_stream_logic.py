@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from schemas.topology import SamplingConfig
-from topologies.analytics import Deltas, finalize, merge, percentile
-from topologies.recommend import engagement_weight, item_labels, rank_items, update_affinity
-from topologies.sampling import FrameSampler
+from topologies.state.analytics import Deltas, finalize, merge, percentile
+from topologies.state.recommend import engagement_weight, item_labels, rank_items, update_affinity
+from topologies.engine.sampling import FrameSampler
 
 
 def test_sampler_every_nth_frame_per_stream() -> None:
@@ -76,7 +76,7 @@ def test_recommendations_rank_matching_items_with_reasons() -> None:
 
 
 def test_dashboard_lists_one_row_per_user() -> None:
-    from topologies.web import latest_per_user
+    from topologies.host.web import latest_per_user
 
     recs = [{"user_id": u, "n": i} for i, u in enumerate(["a", "b", "a", "c", "b", "a"])]
     assert [(r["user_id"], r["n"]) for r in latest_per_user(recs)] == [("c", 3), ("b", 4), ("a", 5)]
@@ -84,8 +84,8 @@ def test_dashboard_lists_one_row_per_user() -> None:
 
 
 def test_totals_add_up_every_workers_summaries() -> None:
-    from topologies.totals import SystemTotals
-    from topologies.web import with_system_totals
+    from topologies.state.totals import SystemTotals
+    from topologies.host.web import with_system_totals
 
     totals = SystemTotals("s", {})
     for worker_in, latency in ((60, [120.0] * 60), (40, [480.0] * 40)):  # two workers' batch summaries

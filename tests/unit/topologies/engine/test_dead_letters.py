@@ -11,8 +11,8 @@ import pytest
 from schemas.codec import EventDecodeError, check_schema_header
 from schemas.events import DeadLetter
 from schemas.topology import ConfigError, parse_topology
-from topologies.batch import BatchProcessor
-from topologies.records import InputRecord, dead_letter
+from topologies.engine.batch import BatchProcessor
+from topologies.engine.records import InputRecord, dead_letter
 
 
 def _rec(value: bytes, key: bytes | None = b"k", headers: dict[str, bytes] | None = None) -> InputRecord:

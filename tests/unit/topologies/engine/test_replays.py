@@ -18,11 +18,11 @@ from aiokafka.structs import OffsetAndMetadata
 from schemas.codec import encode
 from schemas.events import TextEvent
 from schemas.topology import parse_topology
-from topologies.batch import BatchProcessor
+from topologies.engine.batch import BatchProcessor
 from topologies.metrics import REGISTRY
-from topologies.records import InputRecord, OutRecord
-from topologies.replays import Replays, scan_start, summarized_upto, summary_offset
-from topologies.route_consumer import RouteConsumer
+from topologies.engine.records import InputRecord, OutRecord
+from topologies.engine.replays import Replays, scan_start, summarized_upto, summary_offset
+from topologies.engine.consumer import RouteConsumer
 
 SUMMARIES = "g-summaries"
 
@@ -210,7 +210,7 @@ async def test_learn_scans_from_the_commit_metadata_and_keeps_what_lies_past_the
     replays = Replays(SUMMARIES, {})
     replays._scanner = scanner = FakeScanner(values)  # type: ignore[assignment]
     group = FakeGroup({t0: OffsetAndMetadata(10, "0"), t1: OffsetAndMetadata(9, "1")})
-    with caplog.at_level(logging.INFO, logger="topologies.replays"):
+    with caplog.at_level(logging.INFO, logger="topologies.engine.replays"):
         await replays.learn(group, [t0, t1])  # type: ignore[arg-type]
     assert scanner.seeks == [0]
     assert replays.pending == {t0: 20}, "t1's summaries end at its commit: nothing to skip"
@@ -227,7 +227,7 @@ async def test_a_lookup_that_does_not_answer_in_time_counts_everything(caplog: p
     replays = Replays(SUMMARIES, {}, timeout_s=0.1)
     replays._scanner = FakeScanner([], hang=True)  # type: ignore[assignment]
     tp = TopicPartition("events.text", 0)
-    with caplog.at_level(logging.WARNING, logger="topologies.replays"):
+    with caplog.at_level(logging.WARNING, logger="topologies.engine.replays"):
         await asyncio.wait_for(replays.learn(FakeGroup({}), [tp]), 2)  # type: ignore[arg-type]
     assert replays.pending == {} and "counted again" in caplog.text
 

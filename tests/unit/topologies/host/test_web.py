@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import deque
 from types import SimpleNamespace
 
-from topologies.live import LiveState
-from topologies.web import DASHBOARD_HTML, latest_per_user, summary
+from topologies.host.live import LiveState
+from topologies.host.web import DASHBOARD_HTML, latest_per_user, summary
 
 
 def test_latest_per_user_keeps_each_users_newest_in_order() -> None:

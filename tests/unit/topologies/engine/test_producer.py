@@ -10,8 +10,8 @@ from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from topologies.producer import BatchProducer, partition_for
-from topologies.records import OutRecord
+from topologies.engine.producer import BatchProducer, partition_for
+from topologies.engine.records import OutRecord
 
 
 def test_partition_for_matches_kafkas_default_partitioner() -> None:

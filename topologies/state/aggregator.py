@@ -5,7 +5,7 @@ topic. Faust tables here are co-partitioned with it (one partition), so a
 single owner holds all affinity state, restored from the tables' changelogs when
 it moves; the volume is per batch, not per event, so one partition is not the
 bottleneck. Analytics windows are folded from the same topic by
-:mod:`topologies.windows`; this agent skips their boundary markers.
+:mod:`topologies.state.windows`; this agent skips their boundary markers.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from schemas.codec import encode
 from schemas.events import Recommendation, RecommendedItem
 from schemas.topology import Topology
 from topologies.metrics import METRICS
-from topologies.recommend import rank_items, update_affinity
-from topologies.records import now_ms
-from topologies.windows import is_marker
+from topologies.state.recommend import rank_items, update_affinity
+from topologies.state.analytics import now_ms
+from topologies.state.windows import is_marker
 
 __all__ = ["Aggregator"]
 

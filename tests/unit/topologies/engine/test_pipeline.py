@@ -12,8 +12,8 @@ import pytest
 from schemas.codec import encode
 from schemas.events import TextEvent
 from schemas.topology import parse_topology
-from topologies.pipeline import RoutePipeline
-from topologies.records import InputRecord, OutRecord, child_traceparent
+from topologies.engine.pipeline import RoutePipeline
+from topologies.engine.records import InputRecord, OutRecord, child_traceparent
 
 
 def _topology(**route: Any) -> Any:

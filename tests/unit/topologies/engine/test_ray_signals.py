@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from topologies.ray_signals import keeping_signal_handlers
+from topologies.engine.ray_signals import keeping_signal_handlers
 
 
 def test_handlers_come_back_after_the_body_replaced_them() -> None:

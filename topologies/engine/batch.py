@@ -2,13 +2,13 @@
 output records (results, dead letters, one analytics/recommendation summary per batch).
 
 No Kafka, Faust or Ray here, and nothing awaits: :class:`BatchProcessor` is called by the
-route engine (:mod:`topologies.pipeline`) around the Serve calls, and by unit tests directly.
+route engine (:mod:`topologies.engine.pipeline`) around the Serve calls, and by unit tests directly.
 Per event it does the minimum (one decode, one result encode); counting and metrics are per batch.
 
 Summaries say what they cover: ``topic`` (the route's input topic) and ``ranges``
 (``{"<partition>": [first offset, last offset + 1]}`` over every record of the batch). A record
 with ``counted=False`` (already in a summary of its partition's previous owner, see
-:mod:`topologies.replays`) still gets its results and dead letters, but adds nothing to the
+:mod:`topologies.engine.replays`) still gets its results and dead letters, but adds nothing to the
 summary (events in/out/dlq/dropped, latency, task deltas, engagements, items), so a replay after
 a crash is not counted twice. Prometheus metrics still count it: they are this process's work.
 """
@@ -25,12 +25,12 @@ import orjson
 from schemas.codec import SCHEMA_HEADER, EventDecodeError, Limits, check_schema_header, decode
 from schemas.tasks import EVENT_KINDS, TASKS
 from schemas.topology import RouteConfig, Topology
-from topologies.analytics import Deltas
+from topologies.state.analytics import Deltas
 from topologies.metrics import METRICS
-from topologies.recommend import engagement_weight, item_labels
-from topologies.records import InputRecord, OutRecord, dead_letter, now_ms, result_record
-from topologies.sampling import FrameSampler
-from topologies.topic_limits import record_cap
+from topologies.state.recommend import engagement_weight, item_labels
+from topologies.engine.records import InputRecord, OutRecord, dead_letter, now_ms, result_record
+from topologies.engine.sampling import FrameSampler
+from topologies.engine.topic_limits import record_cap
 
 __all__ = ["SCHEMA_OF_KIND", "BatchOutput", "BatchProcessor", "Decoded", "InferenceFailed", "Observed"]
 
@@ -62,7 +62,7 @@ class BatchOutput:
     dropped: int = 0
     observed: Observed = field(default_factory=list)
     dlq_reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
-    traces: list[Any] = field(default_factory=list)  # the traced events' spans (topologies.tracing)
+    traces: list[Any] = field(default_factory=list)  # the traced events' spans (topologies.engine.tracing)
 
 
 @dataclass

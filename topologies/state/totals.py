@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from topologies.analytics import merge, percentile, split_key
-from topologies.windows import is_marker
+from topologies.state.analytics import merge, percentile, split_key
+from topologies.state.windows import is_marker
 
 __all__ = ["SystemTotals"]
 

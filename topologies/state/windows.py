@@ -1,7 +1,7 @@
 """Analytics windows computed from the summary log, so they add up exactly across crashes and moves.
 
 Route workers write one summary per micro-batch to the single-partition summary topic (and never
-count an event in two summaries: :mod:`topologies.replays`). This module turns that log into
+count an event in two summaries: :mod:`topologies.engine.replays`). This module turns that log into
 tumbling windows on the ``analytics`` topic.
 
 Contract:
@@ -39,10 +39,10 @@ from aiokafka.errors import KafkaError
 from schemas.codec import encode
 from schemas.events import AnalyticsRecord
 from schemas.topology import Topology
-from topologies.analytics import finalize, merge, split_key
-from topologies.kafka_clients import aiokafka_kwargs
+from topologies.state.analytics import finalize, merge, split_key
+from topologies.kafka_settings import aiokafka_kwargs
 from topologies.metrics import METRICS
-from topologies.records import now_ms
+from topologies.state.analytics import now_ms
 
 __all__ = ["AnalyticsWindows", "WindowFold", "is_marker", "marker"]
 

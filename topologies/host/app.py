@@ -17,11 +17,11 @@ import faust
 from mode import Service
 
 from schemas.topology import Topology
-from topologies.aggregator import Aggregator
-from topologies.live import LiveState
-from topologies.pipeline import InferFn
-from topologies.route_consumer import RouteConsumer
-from topologies.windows import AnalyticsWindows
+from topologies.state.aggregator import Aggregator
+from topologies.host.live import LiveState
+from topologies.engine.pipeline import InferFn
+from topologies.engine.consumer import RouteConsumer
+from topologies.state.windows import AnalyticsWindows
 
 __all__ = ["InfertideApp", "create_app", "run_worker"]
 
@@ -48,7 +48,7 @@ class InfertideApp:
 
     Args:
         topology: the validated topology.
-        infer: the model call; defaults to Serve handles (:class:`topologies.serve_client.ServeInfer`).
+        infer: the model call; defaults to Serve handles (:class:`topologies.engine.serve_client.ServeInfer`).
         web_host: where the web server binds (``INFERTIDE_WEB_HOST``; 127.0.0.1 by default).
     """
 
@@ -59,7 +59,7 @@ class InfertideApp:
                 "use at-least-once (results carry event_id for de-duplication)"
             )
         if infer is None:
-            from topologies.serve_client import ServeInfer
+            from topologies.engine.serve_client import ServeInfer
 
             infer = ServeInfer(topology)
         self.topology = topology
@@ -96,7 +96,7 @@ class InfertideApp:
         if topology.analytics.enabled:
             self.windows = AnalyticsWindows(topology, self.aggregator.summary_topic.get_topic_name())
             self.app.service(_Started(self.windows))  # type: ignore[arg-type]
-        from topologies.web import register_views
+        from topologies.host.web import register_views
 
         register_views(self)
 
@@ -162,7 +162,7 @@ def run_worker(topology: Topology, *, ray_address: str | None = None, loglevel: 
     """Join Ray, build the app and run a Faust worker in this process until it stops."""
     from faust.worker import Worker
 
-    from topologies.serve_client import connect_ray
+    from topologies.engine.serve_client import connect_ray
 
     connect_ray(ray_address)
     infertide_app = create_app(topology)

@@ -19,8 +19,8 @@ from typing import Any
 
 from murmurhash2 import murmurhash2
 
-from topologies.records import OutRecord
-from topologies.topic_limits import record_cap
+from topologies.engine.records import OutRecord
+from topologies.engine.topic_limits import record_cap
 
 __all__ = ["BatchProducer", "partition_for"]
 
@@ -37,7 +37,7 @@ class BatchProducer:
 
     Args:
         producer: the aiokafka producer (idempotent, acks=all for at-least-once).
-        topic_limits: ``{topic: max.message.bytes}`` (:mod:`topologies.topic_limits`); a record batch for
+        topic_limits: ``{topic: max.message.bytes}`` (:mod:`topologies.engine.topic_limits`); a record batch for
             such a topic is cut before it would pass the limit (the broker refuses a bigger batch whole).
     """
 

@@ -2,14 +2,14 @@
 
 The engine is independent of Kafka clients: it takes consumed records and two async
 callables (``infer`` to reach a Serve deployment, ``send`` to schedule a Kafka produce
-and return its delivery future). The route consumer (:mod:`topologies.route_consumer`)
+and return its delivery future). The route consumer (:mod:`topologies.engine.consumer`)
 feeds it record batches; unit tests feed it fakes. The pure part lives in
-:mod:`topologies.batch`, the ordering in :mod:`topologies.executor`.
+:mod:`topologies.engine.batch`, the ordering in :mod:`topologies.engine.executor`.
 
 Delivery: a batch's ``ack`` (which makes its offsets committable) runs only after every
 record it produced (results, dead letters, summary) is acknowledged by the broker, and gets
 the deliveries' results as one flat list (with Kafka: a ``RecordMetadata`` per record batch,
-so the consumer learns the summary's offset; :mod:`topologies.route_consumer`).
+so the consumer learns the summary's offset; :mod:`topologies.engine.consumer`).
 Order: batches are produced strictly in the order they were submitted, whatever order
 their Serve calls finish in, so results of one partition keep input order with
 ``max_in_flight`` calls outstanding. Backpressure: with ``max_in_flight`` batches
@@ -27,12 +27,12 @@ from typing import Any
 from schemas.reply import Reply
 from schemas.topology import RouteConfig, Topology
 from schemas.tracing import finishing, span_traceparent
-from topologies.batch import SCHEMA_OF_KIND, BatchOutput, BatchProcessor, InferenceFailed, Observed
-from topologies.executor import AckFn, OrderedExecutor
+from topologies.engine.batch import SCHEMA_OF_KIND, BatchOutput, BatchProcessor, InferenceFailed, Observed
+from topologies.engine.executor import AckFn, OrderedExecutor
 from topologies.metrics import METRICS
-from topologies.records import InputRecord, OutRecord
-from topologies.serve_client import call_with_retries
-from topologies.tracing import BatchTracer
+from topologies.engine.records import InputRecord, OutRecord
+from topologies.engine.serve_client import call_with_retries
+from topologies.engine.tracing import BatchTracer
 
 __all__ = ["SCHEMA_OF_KIND", "BatchOutput", "InferFn", "ObserveFn", "RoutePipeline", "SendAllFn", "SendFn"]
 
@@ -54,11 +54,11 @@ class RoutePipeline:
         infer: ``await infer(model_name, items) -> replies`` (a Serve handle call).
         send: ``await send(record) -> delivery future`` (schedules a produce).
         send_all: ``await send_all(records) -> delivery futures``; used instead of ``send`` when given
-            (:class:`topologies.producer.BatchProducer`: one record batch per topic partition).
+            (:class:`topologies.engine.producer.BatchProducer`: one record batch per topic partition).
         summary_topic: internal topic for per-batch analytics/recommendation summaries.
         on_fatal: called when producing fails, so the worker can stop without committing.
         observe: ``observe(route, n_in, n_dlq, [(task, event, result)])`` after each batch (dashboard state).
-        tracer: spans for traced events (:class:`topologies.tracing.BatchTracer`); None: tracing off.
+        tracer: spans for traced events (:class:`topologies.engine.tracing.BatchTracer`); None: tracing off.
     """
 
     def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send: SendFn | None = None,

@@ -7,7 +7,7 @@ call under it, whose ``traceparent`` the Serve replica receives; a ``send`` span
 when its first output record is built, ended at the ack, whose ``traceparent`` every output record
 (results, dead letters) carries. Nothing here runs when tracing is not configured
 (:func:`schemas.tracing.tracer` returned None); output records then get ``traceparent`` with a
-fresh span id (:func:`topologies.records.out_traceparent`).
+fresh span id (:func:`topologies.engine.records.out_traceparent`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from schemas.tracing import HEADER, TraceParent, end_span, finishing, otel_context, span_traceparent
-from topologies.records import InputRecord
+from topologies.engine.records import InputRecord
 
 __all__ = ["WORKER_SERVICE", "BatchTracer", "EventTrace"]
 

@@ -5,7 +5,7 @@ worker dies its partitions' next owner re-reads everything after the last commit
 duplicated (at-least-once), but the dead owner's summaries of those batches are already on the
 summary topic, and counting the replayed events again would count them twice in analytics.
 
-Contract (with :mod:`topologies.route_consumer` and :mod:`topologies.batch`):
+Contract (with :mod:`topologies.engine.consumer` and :mod:`topologies.engine.batch`):
 
 - Every summary names the input topic and the offset ranges of its batch (``topic``,
   ``ranges: {"<partition>": [first, last + 1]}``).
@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from topologies.records import InputRecord
+from topologies.engine.records import InputRecord
 
 __all__ = ["REFRESH_S", "SCAN_TIMEOUT_S", "Replays", "scan_start", "summarized_upto", "summary_offset"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from topologies.windows import WindowFold, is_marker, marker
+from topologies.state.windows import WindowFold, is_marker, marker
 
 
 def summary(n_in: int, n_out: int = 0) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The app host: the Faust app, its web views and the dashboard's live state."""

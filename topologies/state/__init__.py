@@ -1,0 +1,1 @@
+"""State folded from the routes' results: analytics windows, recommendations, totals."""
