@@ -32,7 +32,12 @@ class KafkaConfig(Strict):
     consumer_group: str = "infertide"
     session_timeout_s: PositiveFloat = 10.0
     heartbeat_interval_s: PositiveFloat = 3.0
-    commit_interval_s: PositiveFloat = 1.0
+    # How often offsets are committed. In exactly-once also how long results wait before readers
+    # (read_committed) see them: one transaction per interval. None: 1 s at-least-once, 0.1 s exactly-once.
+    commit_interval_s: PositiveFloat | None = None
+    # Exactly-once: the broker aborts a worker's open transaction after this long without a commit (a worker
+    # that died and is not restarted under the same id); until then read_committed readers wait on it.
+    transaction_timeout_s: Annotated[float, Field(ge=1, le=900)] = 15.0
     producer_linger_s: Annotated[float, Field(ge=0)] = 0.005
     # On a rebalance, how long in-flight batches may take to finish before they are abandoned
     # (not committed; read again by the partition's next owner). The group waits this long at most.
@@ -46,6 +51,12 @@ class KafkaConfig(Strict):
                 "add e.g. `sasl_mechanism: SCRAM-SHA-512` under `kafka:`"
             )
         return self
+
+    def commit_every_s(self, exactly_once: bool) -> float:
+        """The commit interval in effect (``commit_interval_s``, or the guarantee's default)."""
+        if self.commit_interval_s is not None:
+            return self.commit_interval_s
+        return 0.1 if exactly_once else 1.0
 
     @property
     def routes_group(self) -> str:

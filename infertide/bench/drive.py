@@ -49,6 +49,7 @@ async def _open(topology: Any, topics: list[str]) -> tuple[Any, Any]:
 
     kw = aiokafka_kwargs(topology.kafka)
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
+                                isolation_level="read_committed",
                                 max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024, **kw)
     producer = AIOKafkaProducer(acks="all", linger_ms=5, max_batch_size=512 * 1024,
                                 max_request_size=max_message_bytes(topology), **kw)

@@ -62,6 +62,7 @@ async def atail(topology: Topology, topic: str, *, bootstrap: str | None = None,
     schema = schema_for_topic(topology, topic)
     limits = Limits.from_config(topology.limits)
     consumer = AIOKafkaConsumer(client_id="infertide-tail", group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed",  # exactly-once: only committed results
                                 fetch_max_bytes=max(52428800, max_message_bytes(topology)),
                                 max_partition_fetch_bytes=max_message_bytes(topology),
                                 **aiokafka_kwargs(topology.kafka, bootstrap))

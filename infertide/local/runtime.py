@@ -199,7 +199,10 @@ class WorkerProcess:
                "--ray-address", self.ray_address, "--web-port", str(self.web_port)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:  # the child holds its own copy; ours would leak per restart
-            self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=local_env(self.env),
+            # A stable, distinct id per worker: it names its transactional producers (exactly-once), so a
+            # restart under the same id aborts what the crashed run left open instead of waiting it out.
+            env = {"INFERTIDE_WORKER_ID": self.log_path.stem} | self.env
+            self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=local_env(env),
                                          start_new_session=True, preexec_fn=die_with_parent())
         return self
 

@@ -128,7 +128,8 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     kafka-python settings (security).
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id=f"t-{uuid.uuid4().hex[:6]}", **client_kw)
+                             auto_offset_reset="earliest", client_id=f"t-{uuid.uuid4().hex[:6]}",
+                             isolation_level="read_committed", **client_kw)
     parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
@@ -189,3 +190,41 @@ def rss_mb(worker: WorkerProcess, field: str = "VmRSS") -> float:
 
 def peak_rss_mb(worker: WorkerProcess) -> float:
     return rss_mb(worker, "VmHWM")
+
+
+GUARANTEES = ("at-least-once", "exactly-once")
+
+
+def short(guarantee: str) -> str:
+    """``alo`` / ``eos``: names topics, groups and worker ids apart per guarantee."""
+    return "eos" if guarantee == "exactly-once" else "alo"
+
+
+def guarantee_edit(guarantee: str, then: Callable[[dict[str, Any]], None] | None = None
+                   ) -> Callable[[dict[str, Any]], None]:
+    """A ``Stack.topology`` edit that sets ``delivery.processing_guarantee`` (and applies ``then``)."""
+
+    def edit(d: dict[str, Any]) -> None:
+        d["delivery"] = {"processing_guarantee": guarantee}
+        if then is not None:
+            then(d)
+
+    return edit
+
+
+def side_by_side(scenario: Callable[[str], Any]) -> dict[str, Any]:
+    """``scenario(guarantee)`` for both guarantees at once, each on topics, groups and workers of its own
+    (threads: a fault scenario mostly waits), so a fault test costs one run's time and compares both."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(GUARANTEES)) as pool:
+        futures = {g: pool.submit(scenario, g) for g in GUARANTEES}
+        return {g: f.result() for g, f in futures.items()}
+
+
+def tally(ids: set[str], results: list[Any], dlq: list[Any]) -> tuple[set[str], int]:
+    """(lost, duplicates) of ``ids`` over result and dead-letter records (``read_topic`` rows)."""
+    from collections import Counter
+
+    out = Counter(v["event_id"] for _, _, v in results) + Counter(v.get("event_id") for _, _, v in dlq)
+    return ids - set(out), sum(c - 1 for c in out.values() if c > 1)

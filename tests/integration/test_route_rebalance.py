@@ -66,15 +66,15 @@ class Echo:
 
 
 def _spy_commits(rc: RouteConsumer, log: list[tuple[float, dict[TopicPartition, int]]]) -> None:
-    assert rc.consumer is not None
-    real = rc.consumer.commit
+    consumer = rc.runners[0].consumer
+    assert consumer is not None
+    real = consumer.commit
 
-    async def commit(offsets: dict[TopicPartition, Any]) -> None:
-        await real(offsets)
-        # after the broker accepted it; an offset may come with metadata: (offset, metadata)
-        log.append((time.time(), {tp: v[0] if isinstance(v, tuple) else v for tp, v in offsets.items()}))
+    async def commit(*, offsets: list[Any], asynchronous: bool) -> None:
+        await real(offsets=offsets, asynchronous=asynchronous)
+        log.append((time.time(), {TopicPartition(tp.topic, tp.partition): tp.offset for tp in offsets}))  # accepted
 
-    rc.consumer.commit = commit  # type: ignore[method-assign]
+    consumer.commit = commit  # type: ignore[method-assign]
 
 
 async def _produce(topology: Topology) -> dict[str, tuple[int, int]]:
@@ -178,7 +178,7 @@ async def _run(kafka_bootstrap: str, *, drain_s: float, second_joins_while: str)
     c2 = RouteConsumer(topology, infer=second, summary_topic=None)
     await c1.start()
     _spy_commits(c1, commits)
-    executor = c1.routes[topology.topics.text].pipeline.executor
+    executor = c1.runners[0].pipeline.executor
     try:
         await _wait(lambda: first.calls >= 4 and commits, 60, "the first consumer to commit")
         if second_joins_while == "blocked":
@@ -189,7 +189,7 @@ async def _run(kafka_bootstrap: str, *, drain_s: float, second_joins_while: str)
         in_flight_at_join = executor.outstanding
         await c2.start()
         _spy_commits(c2, commits)
-        await _wait(lambda: bool(c2.consumer and c2.consumer.assignment()), 60, "the second consumer's partitions")
+        await _wait(lambda: c2.assigned() > 0, 60, "the second consumer's partitions")
         if second_joins_while == "blocked":
             await asyncio.sleep(0.5)
             first.gate.set()  # the abandoned batches now produce: duplicates, never commits
@@ -202,7 +202,7 @@ async def _run(kafka_bootstrap: str, *, drain_s: float, second_joins_while: str)
     stuck = {p: (committed.get(p), end) for p, end in ends.items() if committed.get(p, -1) < end}
     assert not stuck, f"partitions stuck (committed, end): {stuck}"
     info = {"in_flight_at_join": in_flight_at_join, "commits": len(commits),
-            "c1": sorted(tp.partition for tp in c1.consumer.assignment()) if c1.consumer else [],
+            "c1": sorted(p for _, p in c1.runners[0].ledger.parts),
             "c2_calls": second.calls}
     return duplicates, info
 

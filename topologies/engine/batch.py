@@ -56,7 +56,7 @@ class BatchOutput:
 
     records: list[OutRecord] = field(default_factory=list)
     results: int = 0
-    generation: int = 0  # the route's assignment generation when the batch was submitted
+    ticket: Any = None  # what the route consumer submitted it with (topologies.engine.ledger.Ticket)
     ok: set[tuple[int, int]] = field(default_factory=set)
     dead: set[tuple[int, int]] = field(default_factory=set)
     dropped: int = 0

@@ -1,28 +1,39 @@
-"""Producing one batch's output records: one Kafka record batch per topic partition, not one send per record.
+"""Producing one batch's output records with confluent-kafka (librdkafka), one delivery future per batch.
 
-Keys are partitioned exactly as Kafka's default partitioner does (murmur2 of the key, as in
-the Java client and aiokafka's ``DefaultPartitioner``), so a result lands on the partition any
-other client would pick for its key; records without a key go round-robin. The hash comes from
-the ``murmurhash2`` C extension: aiokafka's pure-Python murmur2 costs about 9 us a key here,
-a quarter of a core at 30,000 events/s (docs/performance.md); a unit test checks the two agree.
+Keys are partitioned exactly as Kafka's default partitioner does (murmur2 of the key, as in the Java
+client; librdkafka's own default is CRC32), so a result lands on the partition any other client would
+pick for its key; records without a key go round-robin. The hash comes from the ``murmurhash2`` C
+extension (docs/performance.md); a unit test checks it against Kafka's vectors.
 
-Order: records of one partition are appended in the order given, and aiokafka's idempotent
-producer keeps a partition's batches in order.
+Order: records of one partition are handed to librdkafka in the order given, and its idempotent (or
+transactional) producer keeps a partition's records in order. A poll thread serves delivery reports;
+a batch's future resolves once every record of it is acknowledged (or with the first error), on the
+event loop, with the :class:`Delivered` positions of the records the caller asked to locate.
+
+Transactions (exactly-once): :meth:`BatchProducer.begin`, :meth:`send_offsets` (with the consumer's
+group metadata: KIP-447, so the broker refuses a fenced zombie's offsets), :meth:`commit` and
+:meth:`abort` run librdkafka's blocking calls off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaException, Producer, TopicPartition
 from murmurhash2 import murmurhash2
 
 from topologies.engine.records import OutRecord
-from topologies.engine.topic_limits import record_cap
 
-__all__ = ["BatchProducer", "partition_for"]
+__all__ = ["BatchProducer", "Delivered", "partition_for"]
+
+log = logging.getLogger(__name__)
 
 _SEED = 0x9747B28C  # the seed of Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2)
 
@@ -32,57 +43,143 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmurhash2(key, _SEED) & 0x7FFFFFFF) % partitions
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where an acknowledged record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class _Deliveries:
+    """Counts one batch's delivery reports and resolves its future once, on the loop. Reports arrive on the
+    poll thread, or on the thread of a call that serves the queue too (flush, commit_transaction): a lock."""
+
+    __slots__ = ("error", "future", "located", "loop", "remaining")
+    _lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self.loop, self.remaining, self.error = loop, n, None
+        self.future: asyncio.Future[list[Delivered]] = loop.create_future()
+        self.located: list[Delivered] = []
+
+    def done(self, err: Any, msg: Any) -> None:
+        with self._lock:
+            if err is not None and self.error is None:
+                self.error = KafkaException(err)
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def locate(self, err: Any, msg: Any) -> None:
+        if err is None:
+            with self._lock:
+                self.located.append(Delivered(msg.topic(), msg.partition(), msg.offset()))
+        self.done(err, msg)
+
+    def _resolve(self) -> None:
+        if self.future.done():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.located)
+
+
 class BatchProducer:
-    """Wraps a started ``AIOKafkaProducer``; :meth:`send_all` returns one delivery future per record batch.
+    """One librdkafka producer for a route; :meth:`send_all` returns one delivery future per batch.
 
     Args:
-        producer: the aiokafka producer (idempotent, acks=all for at-least-once).
-        topic_limits: ``{topic: max.message.bytes}`` (:mod:`topologies.engine.topic_limits`); a record batch for
-            such a topic is cut before it would pass the limit (the broker refuses a bigger batch whole).
+        config: librdkafka settings (``topologies.kafka_settings.route_producer_config``).
+        locate_topic: records of this topic (the summary topic) report where they landed.
     """
 
-    def __init__(self, producer: Any, topic_limits: dict[str, int] | None = None) -> None:
-        self.producer = producer
-        self.topic_limits = dict(topic_limits or {})
+    def __init__(self, config: dict[str, Any], *, locate_topic: str | None = None) -> None:
+        self.locate_topic = locate_topic
+        self.transactional = "transactional.id" in config
+        self._producer = Producer(config)
+        self._partitions: dict[str, int] = {}
         self._round_robin = itertools.count()
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="producer-calls")
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
+        self._poller.start()
 
-    async def _partitions(self, topic: str) -> int:
-        # The client keeps its metadata fresh (metadata_max_age_ms); ask only when it has none.
-        known = self.producer.client.cluster.partitions_for_topic(topic)
-        if not known:
-            known = await self.producer.partitions_for(topic)
-        return len(known)
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
 
-    async def send_all(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
-        """Queue every record, grouped by topic partition in their given order; returns the delivery futures."""
-        groups: dict[tuple[str, int], list[OutRecord]] = {}
-        counts: dict[str, int] = {}
-        for rec in records:
-            n = counts.get(rec.topic)
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._calls, fn, *args)
+
+    async def know_topics(self, topics: Sequence[str], timeout_s: float = 10.0) -> None:
+        """Learn the partition counts of ``topics`` (their records are partitioned by key here)."""
+        for topic in topics:
+            meta = await self._call(lambda t=topic: self._producer.list_topics(t, timeout_s))
+            parts = meta.topics[topic].partitions
+            if parts:
+                self._partitions[topic] = len(parts)
+
+    async def _count(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            await self.know_topics([topic])
+            n = self._partitions.get(topic)
             if n is None:
-                n = counts[rec.topic] = await self._partitions(rec.topic)
+                raise KafkaException(f"topic {topic} has no partitions (does it exist?)")
+        return n
+
+    async def send_all(self, records: Sequence[OutRecord]) -> asyncio.Future[list[Delivered]]:
+        """Queue every record, in the given order per topic partition; the future resolves when all are acked."""
+        loop = asyncio.get_running_loop()
+        deliveries = _Deliveries(loop, len(records))
+        if not records:
+            deliveries.future.set_result([])
+            return deliveries.future
+        produce, locate = self._producer.produce, self.locate_topic
+        for rec in records:
+            n = self._partitions.get(rec.topic) or await self._count(rec.topic)
             p = partition_for(rec.key, n) if rec.key is not None else next(self._round_robin) % n
-            group = groups.get((rec.topic, p))
-            if group is None:
-                group = groups[(rec.topic, p)] = []
-            group.append(rec)
-        futures = []
-        producer = self.producer
-        for (topic, partition), recs in groups.items():
-            cap = record_cap(self.topic_limits, topic)
-            batch, n = producer.create_batch(), 0
-            for rec in recs:
-                if cap and n and batch.size() + _size(rec) > cap:  # would pass the topic's limit: cut here
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch, n = producer.create_batch(), 0
-                n += 1
-                if batch.append(key=rec.key, value=rec.value, timestamp=None, headers=list(rec.headers)) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=rec.key, value=rec.value, timestamp=None, headers=list(rec.headers))
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+            cb = deliveries.locate if rec.topic == locate else deliveries.done
+            while True:
+                try:
+                    produce(rec.topic, rec.value, rec.key, p, on_delivery=cb, headers=list(rec.headers) or None)
+                    break
+                except BufferError:  # librdkafka's queue is full: let the poll thread drain it
+                    await asyncio.sleep(0.005)
+        return deliveries.future
 
+    async def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait until everything queued is acknowledged; returns how many records are still queued."""
+        return int(await self._call(self._producer.flush, timeout_s))
 
-def _size(rec: OutRecord) -> int:
-    return len(rec.value) + len(rec.key or b"") + sum(len(k) + len(v) for k, v in rec.headers) + 32
+    # -- transactions (exactly-once) -----------------------------------------------------
+
+    async def init_transactions(self, timeout_s: float = 30.0) -> None:
+        await self._call(self._producer.init_transactions, timeout_s)
+
+    async def begin(self) -> None:
+        await self._call(self._producer.begin_transaction)
+
+    async def send_offsets(self, offsets: dict[tuple[str, int], tuple[int, str]], group_metadata: Any,
+                           timeout_s: float = 30.0) -> None:
+        tps = [TopicPartition(t, p, off, metadata=meta) for (t, p), (off, meta) in offsets.items()]
+        await self._call(self._producer.send_offsets_to_transaction, tps, group_metadata, timeout_s)
+
+    async def commit(self, timeout_s: float = 30.0) -> None:
+        await self._call(self._producer.commit_transaction, timeout_s)
+
+    async def abort(self, timeout_s: float = 30.0) -> None:
+        await self._call(self._producer.abort_transaction, timeout_s)
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Flush (bounded), stop the poll thread."""
+        try:
+            if not self.transactional:
+                await self.flush(timeout_s)
+        finally:
+            self._stop.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._poller.join, 2.0)
+            self._calls.shutdown(wait=False)

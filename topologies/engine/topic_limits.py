@@ -11,13 +11,13 @@ becomes a dead letter of stage ``produce``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 __all__ = ["BATCH_OVERHEAD", "read_topic_limits", "record_cap"]
 
@@ -34,28 +34,33 @@ def record_cap(limits: dict[str, int], topic: str) -> int | None:
     return None if limit is None else max(0, limit - BATCH_OVERHEAD)
 
 
-async def read_topic_limits(topics: Iterable[str], client_kw: dict[str, Any],
-                            timeout_s: float = 10.0) -> dict[str, int]:
-    """``{topic: max.message.bytes}`` for the topics that exist; {} (with a warning) when the broker won't say."""
+async def read_topic_limits(topics: Iterable[str], config: dict[str, Any], timeout_s: float = 10.0) -> dict[str, int]:
+    """``{topic: max.message.bytes}`` for the topics that exist; {} (with a warning) when the broker won't say.
+
+    Args:
+        topics: the output topics.
+        config: librdkafka connection settings (``topologies.kafka_settings.confluent_config``).
+    """
     names = sorted(set(topics))
-    admin = AIOKafkaAdminClient(client_id="infertide-limits", request_timeout_ms=int(timeout_s * 1000),
-                                **{k: v for k, v in client_kw.items() if k != "client_id"})
-    try:
-        await admin.start()
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": None}) for name in names])
-    except (KafkaError, OSError) as err:
-        log.warning("could not read the output topics' max.message.bytes (%r); records are sized against "
-                    "the producer's max_request_size only", err)
-        return {}
-    finally:
-        await admin.close()
+    return await asyncio.get_running_loop().run_in_executor(None, _read, names, config, timeout_s)
+
+
+def _read(names: list[str], config: dict[str, Any], timeout_s: float) -> dict[str, int]:
+    admin = AdminClient(config)
     limits: dict[str, int] = {}
-    for response in responses:
-        for error_code, _msg, _type, name, entries in response.resources:
-            if error_code:
+    try:
+        futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names],
+                                         request_timeout=timeout_s)
+        for resource, future in futures.items():
+            try:
+                entries = future.result(timeout=timeout_s)
+            except KafkaException:
                 continue  # not there yet (created on first produce with the broker's default)
-            for entry in entries:
-                if entry[0] == "max.message.bytes" and entry[1] is not None:
-                    limits[name] = int(entry[1])
+            entry = entries.get("max.message.bytes")
+            if entry is not None and entry.value is not None:
+                limits[resource.name] = int(entry.value)
+    except (KafkaException, TimeoutError, ValueError) as err:
+        log.warning("could not read the output topics' max.message.bytes (%r); records are sized against "
+                    "the producer's message.max.bytes only", err)
+        return {}
     return limits

@@ -53,11 +53,6 @@ class InfertideApp:
     """
 
     def __init__(self, topology: Topology, *, infer: InferFn | None = None, web_host: str | None = None) -> None:
-        if topology.delivery.processing_guarantee == "exactly-once":
-            raise NotImplementedError(
-                "delivery.processing_guarantee: exactly-once is not supported by the batched agents yet; "
-                "use at-least-once (results carry event_id for de-duplication)"
-            )
         if infer is None:
             from topologies.engine.serve_client import ServeInfer
 
@@ -77,7 +72,7 @@ class InfertideApp:
             topic_replication_factor=topology.topics.replication_factor,
             broker_session_timeout=k.session_timeout_s,
             broker_heartbeat_interval=k.heartbeat_interval_s,
-            broker_commit_interval=k.commit_interval_s,
+            broker_commit_interval=k.commit_every_s(False),
             producer_linger=k.producer_linger_s,
             consumer_auto_offset_reset="earliest",
             web_port=topology.web_port,
@@ -113,19 +108,17 @@ class InfertideApp:
 
     def ready(self) -> tuple[bool, int]:
         """Whether this worker takes traffic (joined, not rebalancing, not failed), and its partitions."""
-        consumer = self.routes.consumer
-        assigned = len(consumer.assignment()) if consumer is not None else 0
-        ok = consumer is not None and self.fatal is None and not self.routes.rebalancing
-        return ok, assigned
+        ok = self.routes.started and self.fatal is None and not self.routes.rebalancing
+        return ok, self.routes.assigned()
 
     def stalled(self, after_s: float = 120.0) -> str | None:
         """Why the worker looks stuck (a failed route, or lag with no commit progress), or None."""
         if self.fatal is not None:
             return f"fatal: {self.fatal!r}"
-        if self.routes.consumer is None:
+        if not self.routes.started:
             return None
         lag = self.routes.lag()
-        if lag > 0 and time.monotonic() - self.routes.last_commit_progress > after_s:
+        if lag > 0 and self.routes.stalled_for() > after_s:
             return f"lag {lag} with no commit progress for {after_s:.0f}s"
         return None
 

@@ -63,7 +63,7 @@ class SystemTotals:
         """Tail the topic until cancelled (the worker's shutdown); a bad record is logged and skipped."""
         from aiokafka import AIOKafkaConsumer
 
-        consumer = AIOKafkaConsumer(self.topic, group_id=None, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(self.topic, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
                                     auto_offset_reset="earliest", **self.kafka_kwargs)
         await consumer.start()
         try:

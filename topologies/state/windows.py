@@ -129,6 +129,7 @@ class AnalyticsWindows(ConsumerRebalanceListener):
         self._producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **self._kw)
         self._consumer = AIOKafkaConsumer(
             group_id=k.analytics_group, enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed",  # a summary counts only once its transaction committed
             session_timeout_ms=int(k.session_timeout_s * 1000),
             heartbeat_interval_ms=int(k.heartbeat_interval_s * 1000), **self._kw)
         self._consumer.subscribe(topics=[self.summary_topic], listener=self)

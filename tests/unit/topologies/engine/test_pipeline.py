@@ -12,7 +12,11 @@ import pytest
 from schemas.codec import encode
 from schemas.events import TextEvent
 from schemas.topology import parse_topology
+from topologies.engine.delivery import AtLeastOnce
+from topologies.engine.ledger import PartitionLedger
 from topologies.engine.pipeline import RoutePipeline
+from topologies.engine.producer import Delivered
+from topologies.engine.replays import SummaryScanner
 from topologies.engine.records import InputRecord, OutRecord, child_traceparent
 
 
@@ -36,14 +40,22 @@ def _ok(label: str = "POSITIVE") -> dict[str, Any]:
 
 
 class FakeBroker:
-    def __init__(self) -> None:
-        self.sent: list[OutRecord] = []
+    """Stands in for :class:`topologies.engine.producer.BatchProducer`: one future per batch, resolved at once
+    with where the summary records landed."""
 
-    async def send(self, rec: OutRecord) -> asyncio.Future[None]:
-        self.sent.append(rec)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
+    def __init__(self, summary_topic: str | None = None) -> None:
+        self.sent: list[OutRecord] = []
+        self.summary_topic = summary_topic
+
+    async def send_all(self, records: list[OutRecord]) -> asyncio.Future[list[Delivered]]:
+        fut: asyncio.Future[list[Delivered]] = asyncio.get_running_loop().create_future()
+        fut.set_result([Delivered(r.topic, 0, len(self.sent) + i) for i, r in enumerate(records)
+                        if r.topic == self.summary_topic])
+        self.sent += records
         return fut
+
+    async def publish(self, records: list[OutRecord], ticket: Any) -> list[asyncio.Future[Any]]:
+        return [await self.send_all(records)]  # as the route runner publishes (topologies.engine.delivery)
 
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.sent if r.topic == topic]
@@ -63,7 +75,7 @@ async def test_results_keep_submit_order_when_calls_finish_out_of_order() -> Non
         in_flight -= 1
         return [_ok() for _ in items]
 
-    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=broker.send, summary_topic=None)
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send_all=broker.publish, summary_topic=None)
     acked: list[int] = []
     for b in range(12):
         batch = [_rec(b * 5 + j) for j in range(5)]
@@ -83,7 +95,7 @@ async def test_invalid_events_go_to_the_dlq_and_the_batch_goes_on() -> None:
         return [_ok() if "2" not in t else {"ok": False, "error_class": "TextTooLong", "error": "too long"}
                 for t in items]
 
-    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=broker.send, summary_topic="sum")
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send_all=broker.publish, summary_topic="sum")
     out = await pipe.process([_rec(1), _rec(9, b"{not json"), _rec(2), _rec(3)])
     assert out.results == 2
     dlq = [orjson.loads(r.value) for r in out.records if r.topic == "events.dlq"]
@@ -105,14 +117,14 @@ async def test_transient_failures_are_retried_then_dead_lettered_with_attempts()
             raise ConnectionError("replica restarting")
         return [_ok() for _ in items]
 
-    pipe = RoutePipeline(topology, topology.routes[0], infer=flaky, send=FakeBroker().send, summary_topic=None)
+    pipe = RoutePipeline(topology, topology.routes[0], infer=flaky, send_all=FakeBroker().publish, summary_topic=None)
     out = await pipe.process([_rec(1)])
     assert out.results == 1 and calls == 3
 
     async def down(model: str, items: list[Any]) -> list[dict[str, Any]]:
         raise TimeoutError("no replica")
 
-    pipe = RoutePipeline(topology, topology.routes[0], infer=down, send=FakeBroker().send, summary_topic=None)
+    pipe = RoutePipeline(topology, topology.routes[0], infer=down, send_all=FakeBroker().publish, summary_topic=None)
     out = await pipe.process([_rec(1), _rec(2)])
     dlq = [orjson.loads(r.value) for r in out.records]
     assert [(d["attempts"], d["error_class"], d["stage"]) for d in dlq] == [(3, "TimeoutError", "infer")] * 2
@@ -126,7 +138,7 @@ async def test_backpressure_bounds_batches_in_flight() -> None:
         await release.wait()
         return [_ok() for _ in items]
 
-    pipe = RoutePipeline(topology, topology.routes[0], infer=slow, send=FakeBroker().send, summary_topic=None)
+    pipe = RoutePipeline(topology, topology.routes[0], infer=slow, send_all=FakeBroker().publish, summary_topic=None)
     noop = lambda _: asyncio.sleep(0)  # noqa: E731
     await pipe.submit([_rec(1)], noop)
     await pipe.submit([_rec(2)], noop)
@@ -142,15 +154,15 @@ async def test_a_produce_failure_is_fatal_and_nothing_is_acked() -> None:
     topology = _topology()
     fatal: list[BaseException] = []
 
-    async def failing_send(rec: OutRecord) -> asyncio.Future[None]:
+    async def failing_send(records: list[OutRecord], ticket: Any) -> list[asyncio.Future[None]]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.set_exception(OSError("broker gone"))
-        return fut
+        return [fut]
 
     async def infer(model: str, items: list[Any]) -> list[dict[str, Any]]:
         return [_ok() for _ in items]
 
-    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=failing_send, summary_topic=None,
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send_all=failing_send, summary_topic=None,
                          on_fatal=fatal.append)
     acked = []
     await pipe.submit([_rec(1)], lambda _: asyncio.sleep(0, acked.append(1)))
@@ -168,9 +180,13 @@ def test_traceparent_keeps_the_trace_and_makes_a_new_span() -> None:
 
 
 async def test_a_batch_abandoned_at_a_revocation_publishes_results_but_no_summary() -> None:
-    """Its offsets are never committed, so the next owner reads and counts its events again."""
+    """At-least-once: its offsets are never committed, so the next owner reads and counts its events again.
+    Through the path production takes: the ledger's tickets and the at-least-once delivery's publish."""
     topology = _topology(max_in_flight=2)
-    broker = FakeBroker()
+    broker = FakeBroker("g-summaries")
+    ledger = PartitionLedger()
+    ledger.assigned({("events.text", 0): (None, None)})
+    delivery = AtLeastOnce("text", ledger, broker, SummaryScanner("g-summaries", {}), on_fatal=print)  # type: ignore[arg-type]
     release = asyncio.Event()
 
     async def infer(model: str, items: list[Any]) -> list[dict[str, Any]]:
@@ -178,13 +194,21 @@ async def test_a_batch_abandoned_at_a_revocation_publishes_results_but_no_summar
             await release.wait()
         return [_ok() for _ in items]
 
-    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send=broker.send, summary_topic="g-summaries")
-    await pipe.submit([_rec(i) for i in range(5)], ack=lambda _: asyncio.sleep(0))
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send_all=delivery.publish,
+                         summary_topic="g-summaries")
+
+    async def submit(records: list[InputRecord]) -> None:
+        ticket = ledger.submitted(records)
+        await pipe.submit(records, lambda located: asyncio.sleep(0, ledger.acked(ticket, 0)), ticket)
+
+    await submit([_rec(i) for i in range(5)])
     await pipe.drain()
-    await pipe.submit([_rec(i) for i in range(10, 15)], ack=lambda _: asyncio.sleep(0))
-    pipe.abandon_in_flight()  # the revocation's drain timed out with this batch still at the model
+    assert ledger.commit_plan() == {("events.text", 0): (5, "0")}
+    await submit([_rec(i) for i in range(10, 15)])
+    ledger.revoked()  # the revocation's drain timed out with this batch still at the model
     release.set()
     await pipe.drain()
     assert len(broker.values("inference.sentiment")) == 10
     [summary] = broker.values("g-summaries")
     assert summary["ranges"] == {"0": [0, 5]}
+    assert ledger.commit_plan() == {}

@@ -38,13 +38,13 @@ def _pipeline(otel: Any, infer: Any, sent: list[OutRecord]) -> RoutePipeline:
         "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["sentiment"]}],
     })
 
-    async def send(rec: OutRecord) -> asyncio.Future[OutRecord]:
-        sent.append(rec)
-        fut: asyncio.Future[OutRecord] = asyncio.get_running_loop().create_future()
-        fut.set_result(rec)  # a delivery's result (RecordMetadata with Kafka): here the record itself
-        return fut
+    async def send_all(records: list[OutRecord], ticket: Any) -> list[asyncio.Future[list[OutRecord]]]:
+        sent.extend(records)
+        fut: asyncio.Future[list[OutRecord]] = asyncio.get_running_loop().create_future()
+        fut.set_result(list(records))  # a batch's delivery result (with Kafka: where records landed)
+        return [fut]
 
-    return RoutePipeline(topology, topology.routes[0], infer=infer, send=send, summary_topic=None,
+    return RoutePipeline(topology, topology.routes[0], infer=infer, send_all=send_all, summary_topic=None,
                          tracer=BatchTracer(otel, "text", "g-routes"))
 
 
