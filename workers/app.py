@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 INGRESS_NAME = "ingress"
-_USER_CONFIG_KEYS = {"task", "model", "revision", "device", "half", "warmup", "batching", "options"}
+_USER_CONFIG_KEYS = {"task", "model", "revision", "device", "half", "warmup", "batching", "options", "multiplex"}
 
 
 class Ingress:
@@ -107,7 +107,10 @@ def build_application(topology: Topology) -> Application:
     for name in topology.models:
         opts = deployment_options(topology, name)
         dep = serve.deployment(ModelServer).options(**opts)
-        bound[name] = dep.bind(name)  # config arrives via user_config -> reconfigure
+        mux = topology.models[name].multiplex
+        # Config arrives via user_config -> reconfigure (no restart); the multiplex slot count is a
+        # constructor argument, so changing it restarts the replicas (Serve's cache size is fixed).
+        bound[name] = dep.bind(name, None, mux.max_models_per_replica) if mux else dep.bind(name)
     ingress = serve.deployment(Ingress).options(
         name=INGRESS_NAME, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
     )

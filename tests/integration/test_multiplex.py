@@ -1,0 +1,159 @@
+"""Many fine-tuned checkpoints per replica, on real Ray Serve: 8 tiny checkpoints that answer differently,
+3 slots in one replica, 4,000 events spread over them the way a route sends them (one call per
+checkpoint per micro-batch, all in flight together). Every result must be its own checkpoint's bare
+output; loads and evictions are read back from the replica and printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infertide.demo.tiny_models import _CORPUS, build_tiny_sentiment, build_tiny_sentiment_family
+
+pytestmark = pytest.mark.ray
+
+CHECKPOINTS, SLOTS, EVENTS, WAVE = 8, 3, 4000, 400
+#: Scores of one text differ by up to ~3e-6 between batch compositions (padding changes float32 sums),
+#: so "equal" is: same label, same model name and version, score within 1e-5. The checkpoints' scores
+#: for one text differ by far more (checked below), so no other checkpoint could pass for the named one.
+SCORE_TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def mux_topology(tiny_models_dir: Path):
+    from schemas.topology import parse_topology
+
+    family = build_tiny_sentiment_family(tiny_models_dir / "family", CHECKPOINTS)
+    base = build_tiny_sentiment(tiny_models_dir / "tiny-sentiment")
+    return parse_topology({
+        "name": "mux",
+        "serve_app_name": "infertide-mux",
+        "models": {"sentiment": {
+            "task": "sentiment", "model": str(base), "device": "cpu", "num_cpus": 0.1,
+            "max_ongoing_requests": 64, "options": {"max_length": 64},
+            "batching": {"max_batch_size": 64, "batch_wait_timeout_s": 0.01},
+            "multiplex": {"max_models_per_replica": SLOTS, "checkpoints": {k: str(p) for k, p in family.items()}},
+        }},
+        "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["sentiment"]}],
+    }, "<mux>")
+
+
+@pytest.fixture(scope="module")
+def mux_app(mux_topology, offline_model_env):
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from workers.app import build_application
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             configure_logging=False, log_to_driver=False)
+    try:
+        with socket.socket() as s:  # a free port: other Serve instances may hold 8000
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_application(mux_topology), name=mux_topology.serve_app_name, route_prefix="/")
+        yield serve.get_deployment_handle("sentiment", app_name=mux_topology.serve_app_name)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _bare(mux_topology, events: list[tuple[str, str]]) -> dict[int, dict[str, Any]]:
+    """Each event's reply from its checkpoint loaded alone, in this process (no Serve)."""
+    from workers.sentiment import SentimentModel
+
+    by_ckpt: dict[str, list[int]] = defaultdict(list)
+    for i, (ckpt, _) in enumerate(events):
+        by_ckpt[ckpt].append(i)
+    out: dict[int, dict[str, Any]] = {}
+    for ckpt, idx in by_ckpt.items():
+        model = SentimentModel(mux_topology.models["sentiment"].checkpoint_config(ckpt), name=ckpt)
+        for k in range(0, len(idx), 64):
+            part = idx[k:k + 64]
+            for i, reply in zip(part, model.run_batch([events[i][1] for i in part])):
+                out[i] = reply
+    return out
+
+
+async def _stream(handle, events: list[tuple[str, str]]) -> tuple[dict[int, dict[str, Any]], int]:
+    """Send the events as a route would: per wave, one call per checkpoint, the calls of a wave in flight together."""
+    replies: dict[int, dict[str, Any]] = {}
+    calls = 0
+    for w in range(0, len(events), WAVE):
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i in range(w, min(w + WAVE, len(events))):
+            groups[events[i][0]].append(i)
+        answers = await asyncio.gather(*(
+            handle.options(multiplexed_model_id=ckpt).infer.remote([events[i][1] for i in idx])
+            for ckpt, idx in groups.items()))
+        calls += len(groups)
+        for idx, answer in zip(groups.values(), answers):
+            assert len(answer) == len(idx)
+            replies.update(zip(idx, answer))
+    return replies, calls
+
+
+async def test_each_result_is_its_checkpoints_bare_output(mux_app, mux_topology) -> None:
+    rng = random.Random(18)
+    ids = [f"ft-{i}" for i in range(CHECKPOINTS)]
+    events = [(rng.choice(ids), f"{rng.choice(_CORPUS)} {i}") for i in range(EVENTS)]
+
+    t0 = time.perf_counter()
+    replies, calls = await _stream(mux_app, events)
+    served_s = time.perf_counter() - t0
+    bare = _bare(mux_topology, events)
+
+    versions = {}
+    for i, (ckpt, _) in enumerate(events):
+        got, want = replies[i], bare[i]
+        assert got["ok"], got
+        assert got["model"] == want["model"], (i, ckpt)
+        assert got["result"]["label"] == want["result"]["label"], (i, ckpt, got, want)
+        assert abs(got["result"]["score"] - want["result"]["score"]) <= SCORE_TOL, (i, ckpt, got, want)
+        versions[ckpt] = got["model"]["version"]
+    assert len(set(versions.values())) == CHECKPOINTS, "each checkpoint has its own version"
+
+    # Distinguishable: on one text, the checkpoints' bare scores are further apart than the tolerance,
+    # and their labels differ for some texts.
+    from workers.sentiment import SentimentModel
+
+    probe = [f"{t} 0" for t in _CORPUS]
+    outs = [SentimentModel(mux_topology.models["sentiment"].checkpoint_config(c), name=c).run_batch(probe) for c in ids]
+    for j in range(len(probe)):
+        scores = sorted(o[j]["result"]["score"] if o[j]["result"]["label"] == "POSITIVE" else -o[j]["result"]["score"]
+                        for o in outs)
+        assert min(b - a for a, b in zip(scores, scores[1:])) > 10 * SCORE_TOL
+    assert len({tuple(r["result"]["label"] for r in o) for o in outs}) > 1
+
+    stats = await mux_app.stats.remote()
+    ck = stats["checkpoints"]
+    loads, evictions = sum(ck["loads"].values()), sum(ck["evictions"].values())
+    print(f"\nmultiplex: {EVENTS} events over {CHECKPOINTS} checkpoints, {SLOTS} slots, 1 replica: {calls} calls in "
+          f"{served_s:.1f} s ({EVENTS / served_s:.0f} events/s); loads {loads} {dict(sorted(ck['loads'].items()))}, "
+          f"evictions {evictions}, loaded now {ck['loaded']}; model batches {stats['batches']}, "
+          f"mean {stats['mean']:.1f} items, max {stats['max']}")
+    assert sum(ck["items"].values()) == EVENTS
+    assert dict(Counter(c for c, _ in events)) == ck["items"]
+    assert len(ck["loaded"]) <= SLOTS
+    assert set(ck["loads"]) == set(ids)
+    assert loads - evictions == len(ck["loaded"])  # every load still held or evicted once
+    assert stats["max"] > 1  # Serve did batch
+
+
+async def test_unknown_checkpoint_and_the_base_model(mux_app) -> None:
+    bad = await mux_app.options(multiplexed_model_id="ft-99").infer.remote(["hello", "there"])
+    assert [r["error_class"] for r in bad] == ["UnknownCheckpoint"] * 2
+    assert "models.sentiment.multiplex.checkpoints" in bad[0]["error"]
+    base = await mux_app.infer.remote(["hello"])
+    assert base[0]["ok"] and base[0]["model"]["name"].endswith("tiny-sentiment")
