@@ -129,3 +129,18 @@ def test_results_may_carry_the_variant_and_older_results_still_validate() -> Non
     assert r.variant is not None and r.variant.checkpoint is None
     with pytest.raises(ValueError):
         SentimentResult.model_validate({**base, "variant": {"name": "c", "model_key": "m", "role": "live"}})
+
+
+def test_the_example_in_docs_rollouts_loads() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "rollouts.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", doc, re.S)
+    assert example is not None
+    t = parse_topology(yaml.safe_load(example.group(1)), "docs/rollouts.md")
+    ro = t.routes[0].rollout["sentiment"]
+    assert [v.label for v in ro.variants] == ["canary", "tenant-a-ft"] and ro.shadows[0].checkpoint == "nightly"
+    assert rollout_topics(t) == ["inference.sentiment.shadow"]
