@@ -67,6 +67,8 @@ def model_user_config(topology: Topology, name: str) -> dict[str, Any]:
     does not set them."""
     cfg = topology.models[name]
     data = cfg.model_dump(mode="json", include=_USER_CONFIG_KEYS)
+    if data.get("multiplex") is None:  # left out, so configs without checkpoints read as before
+        data.pop("multiplex", None)
     limits = topology.limits
     data["options"] = {
         "max_text_chars": limits.max_text_chars,

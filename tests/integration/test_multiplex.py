@@ -158,6 +158,7 @@ async def test_each_result_is_its_checkpoints_bare_output(mux_app, mux_topology)
     assert dict(items) == dict(Counter(c for c, _ in events))
     assert loads >= CHECKPOINTS
     assert max(st["max"] for st in replicas) > 1  # Serve did batch
+    assert all(st["checkpoints"]["slots"] == SLOTS for st in replicas)  # as configured
 
 
 async def _replica_stats(handle) -> list[dict[str, Any]]:

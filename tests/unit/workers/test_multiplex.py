@@ -105,3 +105,17 @@ def test_the_server_answers_an_unknown_checkpoint_per_item(monkeypatch: pytest.M
     assert [len(r) for r in replies] == [2, 1]
     assert all(r["ok"] is False and r["error_class"] == "UnknownCheckpoint" for rs in replies for r in rs)
     assert "hosts no checkpoints" in replies[0][0]["error"]
+
+
+def test_user_config_carries_checkpoints_only_where_configured() -> None:
+    from schemas.topology import parse_topology
+    from workers.app import model_user_config
+
+    t = parse_topology({
+        "models": {"plain": {"task": "echo"},
+                   "mux": {"task": "sentiment", "model": "m", "multiplex": {"checkpoints": {"a": "/m/a"}}}},
+        "routes": [{"name": "r", "input": "text", "kind": "text", "models": ["plain", "mux"]}]})
+    assert "multiplex" not in model_user_config(t, "plain")  # unchanged for deployments without checkpoints
+    mux = model_user_config(t, "mux")["multiplex"]
+    assert mux == {"max_models_per_replica": 3, "checkpoints": {"a": {"model": "/m/a", "revision": None}}}
+    assert ModelConfig.model_validate(model_user_config(t, "mux")).checkpoint_config("a").model == "/m/a"
