@@ -15,7 +15,8 @@ Usage (what the route engine calls per event)::
 
     plan = RoutePlan.of(topology, route)               # once per topology
     variant = plan.choose("sentiment", event)          # -> Variant (base, variant)
-    handle.options(**variant.call_options()).infer.remote(items)   # one call per variant per batch
+    for variant, idx in plan.split_batch("sentiment", events):      # one call per variant per batch
+        handle.options(**variant.call_options()).infer.remote([items[i] for i in idx])
     doc["variant"] = variant.result_field()            # on its result record
     for shadow in plan.shadows_for("sentiment", event): ...   # ShadowPlan: queue, topic, variant
 """
@@ -23,7 +24,7 @@ Usage (what the route engine calls per event)::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,6 +179,25 @@ class RoutePlan:
 
     def shadows_for(self, model: str, event: Any) -> list[ShadowPlan]:
         return self.models[model].shadows_for(event)
+
+    def split_batch(self, model: str, events: Sequence[Any]) -> list[tuple[Variant, list[int]]]:
+        """A micro-batch's events by the live variant that answers them: ``[(variant, [index, ...])]``,
+        variants in order of first appearance, indexes ascending. One Serve call per entry (a variant
+        is one model and at most one checkpoint, so no call mixes checkpoints)."""
+        plan = self.models[model]
+        groups: dict[Variant, list[int]] = {}
+        for i, event in enumerate(events):
+            groups.setdefault(plan.choose(event), []).append(i)
+        return list(groups.items())
+
+    def shadow_batch(self, model: str, events: Sequence[Any]) -> list[tuple[ShadowPlan, list[int]]]:
+        """For each shadow of ``model``, the indexes of the batch's events it also answers (empty ones left out)."""
+        plan = self.models[model]
+        out: dict[str, tuple[ShadowPlan, list[int]]] = {}
+        for i, event in enumerate(events):
+            for shadow in plan.shadows_for(event):
+                out.setdefault(shadow.variant.name, (shadow, []))[1].append(i)
+        return list(out.values())
 
     @property
     def has_rollout(self) -> bool:

@@ -126,3 +126,18 @@ def test_shares_follow_the_hundredths(percent: float) -> None:
     plan = _plan(variants=[{"name": "c", "model": "sentiment_v2", "percent": percent}])
     got = sum(plan.choose("sentiment", e).name == "c" for e in _events(20_000)) / 20_000
     assert abs(got - percent / 100) < 0.015
+
+
+def test_a_batch_splits_into_one_call_per_variant_and_shadow() -> None:
+    plan = _plan(variants=[{"name": "canary", "model": "sentiment_v2", "percent": 30},
+                           {"name": "ft", "model": "sentiment", "checkpoint": "ft-a", "percent": 30}],
+                 shadows=[{"name": "s", "model": "sentiment", "checkpoint": "ft-b", "percent": 50}])
+    events = _events(200)
+    groups = plan.split_batch("sentiment", events)
+    assert sorted(v.name for v, _ in groups) == ["canary", "ft", "sentiment"]
+    assert sorted(i for _, idx in groups for i in idx) == list(range(200))
+    for v, idx in groups:
+        assert all(plan.choose("sentiment", events[i]) == v for i in idx) and idx == sorted(idx)
+    [(shadow, idx)] = plan.shadow_batch("sentiment", events)
+    assert shadow.variant.name == "s" and 70 < len(idx) < 130
+    assert idx == [i for i, e in enumerate(events) if plan.shadows_for("sentiment", e)]
