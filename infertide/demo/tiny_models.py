@@ -155,7 +155,9 @@ def build_tiny_sentiment_family(directory: str | Path, n: int, *, first_seed: in
     ``first_seed .. first_seed + n - 1``, each in ``directory/ft-<i>`` (built once, then reused).
 
     A stand-in for a team's fine-tuned checkpoints of one task: same tokenizer and architecture,
-    different weights, so a result can be matched to the checkpoint that produced it.
+    different weights, so a result can be matched to the checkpoint that produced it. Compare
+    outputs within one build (one folder): the weights of a seed are the same in every build, but
+    the WordPiece trainer's vocabulary order is not, so two builds of one seed may answer differently.
     """
     directory = Path(directory)
     return {f"ft-{i}": build_tiny_sentiment(directory / f"ft-{i}", seed=first_seed + i, init_range=init_range)

@@ -47,7 +47,11 @@ def mux_topology(tiny_models_dir: Path):
             "batching": {"max_batch_size": 64, "batch_wait_timeout_s": 0.01},
             "multiplex": {"max_models_per_replica": SLOTS, "checkpoints": {k: str(p) for k, p in family.items()}},
         }},
-        "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["sentiment"]}],
+        # Read by test_canary_and_shadow_through_serve (the Serve app ignores routes).
+        "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["sentiment"], "rollout": {
+            "sentiment": {"sticky_key": "user_id",
+                          "variants": [{"name": "canary", "model": "sentiment", "checkpoint": "ft-0", "percent": 10}],
+                          "shadows": [{"name": "next", "model": "sentiment", "checkpoint": "ft-1"}]}}}],
     }, "<mux>")
 
 
@@ -128,17 +132,18 @@ async def test_each_result_is_its_checkpoints_bare_output(mux_app, mux_topology)
         versions[ckpt] = got["model"]["version"]
     assert len(set(versions.values())) == CHECKPOINTS, "each checkpoint has its own version"
 
-    # Distinguishable: on one text, the checkpoints' bare scores are further apart than the tolerance,
-    # and their labels differ for some texts.
+    # Distinguishable: on a sample of the events, the named checkpoint is the only one whose bare output
+    # matches the result within the tolerance (so no other checkpoint could pass for it).
     from workers.sentiment import SentimentModel
 
-    probe = [f"{t} 0" for t in _CORPUS]
-    outs = [SentimentModel(mux_topology.models["sentiment"].checkpoint_config(c), name=c).run_batch(probe) for c in ids]
-    for j in range(len(probe)):
-        scores = sorted(o[j]["result"]["score"] if o[j]["result"]["label"] == "POSITIVE" else -o[j]["result"]["score"]
-                        for o in outs)
-        assert min(b - a for a, b in zip(scores, scores[1:])) > 10 * SCORE_TOL
-    assert len({tuple(r["result"]["label"] for r in o) for o in outs}) > 1
+    sample = rng.sample(range(EVENTS), 200)
+    texts = [events[i][1] for i in sample]
+    for c in ids:
+        outs = SentimentModel(mux_topology.models["sentiment"].checkpoint_config(c), name=c).run_batch(texts)
+        for i, o in zip(sample, outs):
+            same = (o["result"]["label"] == replies[i]["result"]["label"]
+                    and abs(o["result"]["score"] - replies[i]["result"]["score"]) <= SCORE_TOL)
+            assert same == (c == events[i][0]), (i, c, events[i][0])
 
     replicas = await _replica_stats(mux_app)
     loads = sum(sum(st["checkpoints"]["loads"].values()) for st in replicas)
@@ -179,3 +184,87 @@ async def test_unknown_checkpoint_and_the_base_model(mux_app) -> None:
     assert "models.sentiment.multiplex.checkpoints" in bad[0]["error"]
     base = await mux_app.infer.remote(["hello"])
     assert base[0]["ok"] and base[0]["model"]["name"].endswith("tiny-sentiment")
+
+
+async def test_canary_and_shadow_through_serve(mux_app, mux_topology) -> None:
+    """The rollout's pure parts with real Serve: 5,000 events of 1,000 users split sticky (canary at 10%),
+    every one also sent to a shadow checkpoint; each answer is the bare output of the variant it names,
+    and the comparison folded per batch equals the one computed from the two answer sets joined by event."""
+    from schemas.events import TextEvent, VariantInfo
+    from topologies.rollout import RolloutDeltas, RoutePlan, report
+    from workers.sentiment import SentimentModel
+
+    route = mux_topology.routes[0]
+    plan = RoutePlan.of(mux_topology, route)
+    rng = random.Random(5)
+    events = [TextEvent(event_id=f"e{i}", ts=1, user_id=f"u{rng.randrange(1000)}", text=f"{rng.choice(_CORPUS)} {i}")
+              for i in range(5000)]
+    live: dict[int, tuple[Any, dict[str, Any]]] = {}
+    mirror: dict[int, dict[str, Any]] = {}
+    window: Counter[str] = Counter()
+    t0 = time.perf_counter()
+    for b in range(0, len(events), 250):  # micro-batches of 250, as a route would send them
+        batch = events[b:b + 250]
+        groups = plan.split_batch("sentiment", batch)
+        shadows = plan.shadow_batch("sentiment", batch)
+        calls = [mux_app.options(**v.call_options()).infer.remote([batch[i].text for i in idx]) for v, idx in groups]
+        calls += [mux_app.options(**s.variant.call_options()).infer.remote([batch[i].text for i in idx])
+                  for s, idx in shadows]
+        answers = await asyncio.gather(*calls)
+        deltas = RolloutDeltas("sentiment")
+        for (v, idx), ans in zip(groups, answers):
+            for i, r in zip(idx, ans):
+                live[b + i] = (v, r)
+                deltas.answered(v.name, r["result"], r["inference_ms"])
+        for (s, idx), ans in zip(shadows, answers[len(groups):]):
+            for i, r in zip(idx, ans):
+                mirror[b + i] = r
+                deltas.paired(s.variant.name, live[b + i][1]["result"], r["result"])
+        window.update(deltas.as_dict())
+    served_s = time.perf_counter() - t0
+
+    share = sum(v.name == "canary" for v, _ in live.values()) / len(events)
+    assert abs(share - 0.10) <= 0.02, share
+    per_user: dict[str, set[str]] = defaultdict(set)
+    for i, (v, _) in live.items():
+        per_user[events[i].user_id].add(v.name)
+    assert all(len(names) == 1 for names in per_user.values())
+    assert len(mirror) == len(events)  # the shadow (100%) answered every event
+
+    # Each answer is the bare output of the variant it names.
+    bare_models = {None: SentimentModel(mux_topology.models["sentiment"], name="base")}
+    for c in ("ft-0", "ft-1"):
+        bare_models[c] = SentimentModel(mux_topology.models["sentiment"].checkpoint_config(c), name=c)
+    asked: dict[str | None, list[int]] = defaultdict(list)
+    for i, (v, _) in sorted(live.items()):
+        asked[v.checkpoint].append(i)
+    asked["ft-1"] += sorted(mirror)  # the shadow's checkpoint (the canary's is ft-0)
+    bare: dict[str | None, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for c, idx in asked.items():
+        for k in range(0, len(idx), 64):
+            part = idx[k:k + 64]
+            bare[c].update(zip(part, bare_models[c].run_batch([events[i].text for i in part])))
+    for i, (v, r) in live.items():
+        want = bare[v.checkpoint][i]
+        assert r["model"] == want["model"] and r["result"]["label"] == want["result"]["label"]
+        assert abs(r["result"]["score"] - want["result"]["score"]) <= SCORE_TOL
+        assert VariantInfo.model_validate(v.result_field()).checkpoint == v.checkpoint
+    for i, r in mirror.items():
+        assert r["result"]["label"] == bare["ft-1"][i]["result"]["label"]
+
+    # The folded comparison equals the offline one (the two answer sets joined by event).
+    rep = report(window)
+    both = [(live[i][1]["result"], mirror[i]["result"]) for i in mirror]
+    agree = sum(a["label"] == m["label"] for a, m in both) / len(both)
+    diff = sum(abs(a["score"] - m["score"]) for a, m in both) / len(both)
+    s = rep["shadows"]["next"]
+    assert s["pairs"] == len(both)
+    assert s["agreement_rate"] == pytest.approx(agree, abs=1e-12)
+    assert s["mean_abs_score_diff"] == pytest.approx(diff, abs=1e-9)
+    assert sum(c["count"] for c in s["confusion"]) == len(both)
+    v = rep["variants"]
+    assert v["canary"]["count"] + v["sentiment"]["count"] == len(events)
+    print(f"\nrollout: 5,000 events, 1,000 users in {served_s:.1f} s; canary {share:.2%}; shadow agreement "
+          f"{s['agreement_rate']:.3f}, mean |score diff| {s['mean_abs_score_diff']:.3f}; per variant "
+          + "; ".join(f"{n}: {x['count']:.0f} events, labels {x['labels']}, mean score {x['mean_score']:.3f}"
+                      for n, x in v.items()))
