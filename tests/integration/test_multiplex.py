@@ -136,7 +136,7 @@ async def test_each_result_is_its_checkpoints_bare_output(mux_app, mux_topology)
     # matches the result within the tolerance (so no other checkpoint could pass for it).
     from workers.sentiment import SentimentModel
 
-    sample = rng.sample(range(EVENTS), 200)
+    sample = rng.sample(range(EVENTS), 50)  # x 7 other checkpoints: a chance match within 1e-5 stays rare
     texts = [events[i][1] for i in sample]
     for c in ids:
         outs = SentimentModel(mux_topology.models["sentiment"].checkpoint_config(c), name=c).run_batch(texts)
