@@ -15,7 +15,6 @@ import random
 import socket
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,11 +32,12 @@ SCORE_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def mux_topology(tiny_models_dir: Path):
+def mux_topology(tmp_path_factory: pytest.TempPathFactory):
     from schemas.topology import parse_topology
 
-    family = build_tiny_sentiment_family(tiny_models_dir / "family", CHECKPOINTS)
-    base = build_tiny_sentiment(tiny_models_dir / "tiny-sentiment")
+    models_dir = tmp_path_factory.mktemp("mux-models")  # only what this test loads (not the CLIP / ViT ones)
+    family = build_tiny_sentiment_family(models_dir / "family", CHECKPOINTS)
+    base = build_tiny_sentiment(models_dir / "tiny-sentiment")
     return parse_topology({
         "name": "mux",
         "serve_app_name": "infertide-mux",
@@ -45,7 +45,9 @@ def mux_topology(tiny_models_dir: Path):
             "task": "sentiment", "model": str(base), "device": "cpu", "num_cpus": 0.1, "replicas": REPLICAS,
             "max_ongoing_requests": 64, "options": {"max_length": 64},
             "batching": {"max_batch_size": 64, "batch_wait_timeout_s": 0.01},
-            "multiplex": {"max_models_per_replica": SLOTS, "checkpoints": {k: str(p) for k, p in family.items()}},
+            "multiplex": {"max_models_per_replica": SLOTS, "checkpoints": {
+                **{k: str(p) for k, p in family.items()},
+                "broken": str(models_dir / "no-such-checkpoint")}},  # named by no event: fails when called
         }},
         # Read by test_canary_and_shadow_through_serve (the Serve app ignores routes).
         "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["sentiment"], "rollout": {
@@ -182,6 +184,9 @@ async def test_unknown_checkpoint_and_the_base_model(mux_app) -> None:
     bad = await mux_app.options(multiplexed_model_id="ft-99").infer.remote(["hello", "there"])
     assert [r["error_class"] for r in bad] == ["UnknownCheckpoint"] * 2
     assert "models.sentiment.multiplex.checkpoints" in bad[0]["error"]
+    broken = await mux_app.options(multiplexed_model_id="broken").infer.remote(["hello"])
+    assert broken[0]["error_class"] == "CheckpointError", broken
+    assert "`models.sentiment.multiplex.checkpoints.broken.model`" in broken[0]["error"]
     base = await mux_app.infer.remote(["hello"])
     assert base[0]["ok"] and base[0]["model"]["name"].endswith("tiny-sentiment")
 
