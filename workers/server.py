@@ -152,7 +152,7 @@ class ModelServer:
                 model = await self.checkpoints.get(checkpoint)
                 self.checkpoints.items[checkpoint] += len(flat)
             except Exception as exc:  # noqa: BLE001 - unknown or unloadable: every item's error, not a retry
-                return [[error_envelope(exc)] * len(r) for r in requests]
+                return [[error_envelope(exc) for _ in r] for r in requests]
         assert model is not None
         # In a thread, so the replica keeps queueing the next batch while this one runs.
         results = await asyncio.to_thread(model.run_batch, flat)
