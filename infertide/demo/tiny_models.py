@@ -275,7 +275,9 @@ def tiny_topology(models_dir: str | Path, **kwargs: Any) -> Topology:
 def with_tiny_models(topology: Topology, models_dir: str | Path) -> Topology:
     """``topology`` with every model swapped for the tiny checkpoint of its task (topics and routes kept).
 
-    What ``infertide up --tiny`` runs: the same pipeline, offline, with random-weight models.
+    What ``infertide up --tiny`` runs: the same pipeline, offline, with random-weight models. A model's
+    ``multiplex.checkpoints`` become tiny ones too: for sentiment, checkpoints that answer differently
+    (:func:`build_tiny_sentiment_family`, in the order listed), so variants stay distinguishable.
     """
     tiny = tiny_topology_dict(models_dir)["models"]
     by_task = {m["task"]: m for m in tiny.values()}
@@ -284,6 +286,12 @@ def with_tiny_models(topology: Topology, models_dir: str | Path) -> Topology:
         if cfg["task"] in by_task and cfg["task"] != "echo":
             cfg["model"], cfg["options"], cfg["revision"] = by_task[cfg["task"]]["model"], \
                 by_task[cfg["task"]]["options"], None
+            mux = cfg.get("multiplex")
+            if mux:
+                ids = list(mux["checkpoints"])
+                family = (list(build_tiny_sentiment_family(Path(models_dir) / "family", len(ids)).values())
+                          if cfg["task"] == "sentiment" else [cfg["model"]] * len(ids))
+                mux["checkpoints"] = {cid: {"model": str(path)} for cid, path in zip(ids, family)}
     return parse_topology(data, "<topology --tiny>")
 
 
