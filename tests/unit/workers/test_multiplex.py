@@ -119,3 +119,18 @@ def test_user_config_carries_checkpoints_only_where_configured() -> None:
     mux = model_user_config(t, "mux")["multiplex"]
     assert mux == {"max_models_per_replica": 3, "checkpoints": {"a": {"model": "/m/a", "revision": None}}}
     assert ModelConfig.model_validate(model_user_config(t, "mux")).checkpoint_config("a").model == "/m/a"
+
+
+def test_preflight_checks_every_multiplexed_checkpoint(tmp_path) -> None:
+    """``infertide up`` refuses before starting anything when a checkpoint cannot load, naming its key."""
+    from infertide.local.preflight import checkpoint_problems, checkpoints
+    from schemas.topology import parse_topology
+
+    t = parse_topology({
+        "models": {"s": {"task": "echo", "multiplex": {"checkpoints": {"a": str(tmp_path / "missing")}}},
+                   "x": {"task": "sentiment", "model": str(tmp_path / "gone"),
+                         "multiplex": {"checkpoints": {"b": {"model": str(tmp_path / "also-gone")}}}}},
+        "routes": [{"name": "r", "input": "text", "kind": "text", "models": ["s"]}]})
+    assert [c.name for c in checkpoints(t)] == ["s", "s.multiplex.checkpoints.a", "x", "x.multiplex.checkpoints.b"]
+    problems = checkpoint_problems(t)
+    assert len(problems) == 2 and "`models.x.multiplex.checkpoints.b.model`" in problems[1], problems
