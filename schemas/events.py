@@ -32,6 +32,7 @@ __all__ = [
     "TagsResult",
     "TextEvent",
     "Timings",
+    "VariantInfo",
     "VideoFrameEvent",
 ]
 
@@ -118,8 +119,19 @@ class Timings(_Wire):
     e2e_ms: float | None = None
 
 
+class VariantInfo(_Wire):
+    """Which variant of a rollout answered (``routes[].rollout``); the version is ``model.version``."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, description="the variant's name in the rollout")]
+    model_key: Annotated[str, Field(min_length=1, max_length=256, description="its key under `models:`")]
+    checkpoint: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="one of the model's `multiplex.checkpoints`, when it answered with one")
+    role: Literal["base", "variant", "shadow"] = Field(
+        description="base: the route's own model; variant: a canary / A/B share; shadow: never live")
+
+
 class ResultBase(_Wire):
-    """Every result carries the input's ids, the model and timings."""
+    """Every result carries the input's ids, the model and timings; routes with a rollout add ``variant``."""
 
     event_id: Id
     ts: TimestampMs
@@ -132,6 +144,7 @@ class ResultBase(_Wire):
     model: ModelInfo
     timings: Timings
     produced_ts: TimestampMs
+    variant: VariantInfo | None = None
 
 
 class SentimentResult(ResultBase):

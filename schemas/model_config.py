@@ -1,8 +1,10 @@
 """The ``models:`` entries of a topology: one Serve deployment per pretrained model (checkpoint,
-device, batching, replicas, task options)."""
+device, batching, replicas, task options), optionally hosting many fine-tuned checkpoints of its
+task (``multiplex:``, Serve model multiplexing)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -11,7 +13,16 @@ from schemas.config_base import PositiveFloat, PositiveInt, Strict
 from schemas.image_uris import parse_prefix
 from schemas.tasks import TASKS
 
-__all__ = ["AutoscalingConfig", "BatchingConfig", "Device", "ModelConfig", "ModelTask"]
+__all__ = [
+    "CHECKPOINT_ID_PATTERN",
+    "AutoscalingConfig",
+    "BatchingConfig",
+    "CheckpointSource",
+    "Device",
+    "ModelConfig",
+    "ModelTask",
+    "MultiplexConfig",
+]
 
 # Reads the registry (schemas/tasks.py): a new task is valid here once it is there.
 ModelTask = Literal[tuple(TASKS)]  # type: ignore[valid-type]
@@ -40,6 +51,41 @@ class AutoscalingConfig(Strict):
         return self
 
 
+#: A checkpoint id travels as Serve's multiplexed model id (a request header over HTTP): plain characters only.
+CHECKPOINT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class CheckpointSource(Strict):
+    """One fine-tuned checkpoint a multiplexed deployment may load: a hub id or local path (as
+    ``models.<name>.model``) and an optional hub revision. In YAML a bare string is the ``model``."""
+
+    model: Annotated[str, Field(min_length=1)]
+    revision: str | None = None
+
+
+class MultiplexConfig(Strict):
+    """Many checkpoints of one task in each replica (Serve ``@serve.multiplexed``): a call names one
+    by id (``handle.options(multiplexed_model_id=id)``), a replica keeps at most
+    ``max_models_per_replica`` loaded and evicts the least recently used."""
+
+    max_models_per_replica: PositiveInt = 3
+    checkpoints: dict[str, CheckpointSource] = Field(min_length=1)
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _ids_and_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for cid, src in value.items():
+            if not isinstance(cid, str) or not re.match(CHECKPOINT_ID_PATTERN, cid):
+                raise ValueError(
+                    f"checkpoint id {cid!r} is not usable as a Serve multiplexed model id; use 1-128 letters, "
+                    "digits, '.', '_' or '-', starting with a letter or digit (e.g. `tenant-a: /models/tenant-a`)")
+            out[cid] = {"model": src} if isinstance(src, str) else src
+        return out
+
+
 class ModelConfig(Strict):
     """One Serve deployment hosting one pretrained model.
 
@@ -64,6 +110,21 @@ class ModelConfig(Strict):
     # Task-specific knobs: detection {conf, iou, imgsz}, tagging {labels, top_k,
     # threshold}, sentiment {max_length}. Passed to the model class as is.
     options: dict[str, Any] = Field(default_factory=dict)
+    # Fine-tuned checkpoints of this task the deployment may also answer with, chosen per call.
+    multiplex: MultiplexConfig | None = None
+
+    def checkpoint_config(self, checkpoint: str) -> ModelConfig:
+        """This model's config answering with one of its ``multiplex.checkpoints`` (same task, device,
+        batching and options; that checkpoint's weights).
+
+        Raises:
+            KeyError: ``checkpoint`` is not under ``multiplex.checkpoints`` (the message names the known ids).
+        """
+        known = self.multiplex.checkpoints if self.multiplex else {}
+        if checkpoint not in known:
+            raise KeyError(f"no checkpoint {checkpoint!r} under `multiplex.checkpoints` (known: {sorted(known)})")
+        src = known[checkpoint]
+        return self.model_copy(update={"model": src.model, "revision": src.revision, "multiplex": None})
 
     @model_validator(mode="after")
     def _model_named(self) -> ModelConfig:

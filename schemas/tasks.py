@@ -85,7 +85,9 @@ class TaskSpec:
         item_labels: ``result -> {label: weight}``, the item's profile for recommendations.
         engagement_weight: ``result -> weight`` of a user's engagement with the item.
         brief: ``result -> small dict`` the dashboard shows for a latest result.
-        labels: ``result -> [label]`` the dashboard counts per route.
+        labels: ``result -> [label]`` the dashboard counts per route; the first is the top label
+            (what a rollout comparison calls agreement).
+        score: ``result -> score of the top label``, or ``None`` where the task has none (rollout comparisons).
         shows_image: the dashboard keeps the input image with the result (drawn with its boxes).
     """
 
@@ -99,6 +101,7 @@ class TaskSpec:
     engagement_weight: Callable[[Result], float] = _weight_one
     brief: Callable[[Result], dict[str, Any]] = lambda result: {}
     labels: Callable[[Result], list[str]] = lambda result: []
+    score: Callable[[Result], float | None] = lambda result: None
     shows_image: bool = False
 
     @property
@@ -168,6 +171,14 @@ def _classification_deltas(result: Result, route: str, stream_id: str | None) ->
     return [("classes", route, label, 1.0) for label in _top_class(result)]
 
 
+def _first_score(key: str) -> Callable[[Result], float | None]:
+    """The score of the first entry of ``result[key]`` (best first), ``None`` when it is empty."""
+    def score(result: Result) -> float | None:
+        items = result.get(key) or []
+        return float(items[0]["score"]) if items else None
+    return score
+
+
 def _classification_brief(result: Result) -> dict[str, Any]:
     labels = result.get("labels", [])
     return {"top": labels[0]["label"] if labels else None, "score": labels[0]["score"] if labels else None,
@@ -179,23 +190,23 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
         "sentiment", "sentiment.v1", "sentiment", frozenset({"text"}),
         deltas=_sentiment_deltas, engagement_weight=_sentiment_weight,
         brief=lambda r: {"label": r.get("label"), "score": r.get("score")},
-        labels=lambda r: [str(r.get("label"))],
+        labels=lambda r: [str(r.get("label"))], score=lambda r: float(r["score"]),
     ),
     TaskSpec(
         "detection", "detections.v1", "detections", frozenset({"image", "video"}),
         deltas=_detection_deltas, item_labels=lambda r: _best_per_label(r.get("boxes", []), "class:"),
         brief=lambda r: {"boxes": len(r.get("boxes", [])), "labels": sorted(set(_box_labels(r)))[:5]},
-        labels=_box_labels, shows_image=True,
+        labels=_box_labels, score=_first_score("boxes"), shows_image=True,
     ),
     TaskSpec(
         "tagging", "tags.v1", "tags", frozenset({"text", "image", "video"}),
         deltas=_tagging_deltas, item_labels=lambda r: _best_per_label(r.get("tags", []), "tag:"),
-        brief=lambda r: {"tags": _tag_labels(r)[:5]}, labels=_tag_labels,
+        brief=lambda r: {"tags": _tag_labels(r)[:5]}, labels=_tag_labels, score=_first_score("tags"),
     ),
     TaskSpec(
         "classification", "classification.v1", "classes", frozenset({"image", "video"}),
         deltas=_classification_deltas, item_labels=lambda r: _best_per_label(r.get("labels", []), "class:"),
-        brief=_classification_brief, labels=_top_class,
+        brief=_classification_brief, labels=_top_class, score=_first_score("labels"),
     ),
     # Model-free: answers at once so benchmarks see the system's own overhead; its result
     # is shaped like the input's natural result, so it has no schema of its own.

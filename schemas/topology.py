@@ -18,13 +18,16 @@ from pydantic import Field, ValidationError, model_validator
 from schemas.config_base import ConfigError, PositiveFloat, PositiveInt, Strict, did_you_mean, explain
 from schemas.image_uris import ImageUrisConfig
 from schemas.kafka_config import KafkaConfig
-from schemas.model_config import AutoscalingConfig, BatchingConfig, ModelConfig, ModelTask
+from schemas.model_config import (AutoscalingConfig, BatchingConfig, CheckpointSource, ModelConfig, ModelTask,
+                                  MultiplexConfig)
+from schemas.rollout import ModelRollout, check_rollouts
 from schemas.tasks import EVENT_KINDS, TASKS
 
 __all__ = [
     "AnalyticsConfig",
     "AutoscalingConfig",
     "BatchingConfig",
+    "CheckpointSource",
     "ConfigError",
     "DeliveryConfig",
     "EventKind",
@@ -33,6 +36,7 @@ __all__ = [
     "LimitsConfig",
     "ModelConfig",
     "ModelTask",
+    "MultiplexConfig",
     "ProcessingGuarantee",
     "RecommendationsConfig",
     "RouteConfig",
@@ -104,6 +108,8 @@ class RouteConfig(Strict):
     sampling: SamplingConfig | None = None
     # Reject events carrying fields the schema does not know (default: ignore and count them).
     strict_fields: bool = False
+    # model name -> its canary / A/B variants, shadows and per-event checkpoints (schemas/rollout.py).
+    rollout: dict[str, ModelRollout] = Field(default_factory=dict)
 
 
 class AnalyticsConfig(Strict):
@@ -190,6 +196,7 @@ class Topology(Strict):
                         f"route {route.name!r} is kind {route.kind!r} but model {model!r} (task {spec.name!r})"
                         f" takes only {sorted(spec.accepts)}; route it from a topic of that kind"
                     )
+        check_rollouts(self)
         return self
 
     def output_topic(self, route: RouteConfig, model_name: str) -> str:

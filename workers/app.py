@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 INGRESS_NAME = "ingress"
-_USER_CONFIG_KEYS = {"task", "model", "revision", "device", "half", "warmup", "batching", "options"}
+_USER_CONFIG_KEYS = {"task", "model", "revision", "device", "half", "warmup", "batching", "options", "multiplex"}
 
 
 class Ingress:
@@ -67,6 +67,8 @@ def model_user_config(topology: Topology, name: str) -> dict[str, Any]:
     does not set them."""
     cfg = topology.models[name]
     data = cfg.model_dump(mode="json", include=_USER_CONFIG_KEYS)
+    if data.get("multiplex") is None:  # left out, so configs without checkpoints read as before
+        data.pop("multiplex", None)
     limits = topology.limits
     data["options"] = {
         "max_text_chars": limits.max_text_chars,
@@ -107,7 +109,10 @@ def build_application(topology: Topology) -> Application:
     for name in topology.models:
         opts = deployment_options(topology, name)
         dep = serve.deployment(ModelServer).options(**opts)
-        bound[name] = dep.bind(name)  # config arrives via user_config -> reconfigure
+        mux = topology.models[name].multiplex
+        # Config arrives via user_config -> reconfigure (no restart); the multiplex slot count is a
+        # constructor argument, so changing it restarts the replicas (Serve's cache size is fixed).
+        bound[name] = dep.bind(name, None, mux.max_models_per_replica) if mux else dep.bind(name)
     ingress = serve.deployment(Ingress).options(
         name=INGRESS_NAME, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
     )

@@ -12,23 +12,20 @@ output in the reply of the handle contract (``schemas.reply.Reply``)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from schemas.reply import ModelRef, Reply
 from schemas.topology import ModelConfig
+from workers.checkpoints import load_error
 
 __all__ = [
     "BatchedModel",
     "InputError",
     "ModelIdentity",
     "error_envelope",
-    "file_version",
-    "hf_version",
 ]
 
 
@@ -50,34 +47,6 @@ class ModelIdentity:
 def error_envelope(exc: BaseException) -> Reply:
     """The per-item failure shape of the handle contract."""
     return {"ok": False, "error_class": type(exc).__name__, "error": str(exc) or repr(exc)}
-
-
-def file_version(*paths: str | Path) -> str:
-    """A short sha256 over the given weight files (sorted), for models without a revision."""
-    h = hashlib.sha256()
-    for p in sorted(Path(x) for x in paths):
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return "sha256:" + h.hexdigest()[:12]
-
-
-def hf_version(model: Any, source: str, revision: str | None) -> str:
-    """The version of a transformers model: the configured revision, the hub commit, or a weights hash."""
-    if revision:
-        return revision
-    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
-    if commit:
-        return str(commit)
-    path = Path(source)
-    if path.is_dir():
-        weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-        if weights:
-            return file_version(*weights)
-        cfg = path / "config.json"
-        if cfg.is_file():
-            return file_version(cfg)
-    return "unknown"
 
 
 class BatchedModel:
@@ -103,8 +72,6 @@ class BatchedModel:
             try:
                 self.load(cfg)
             except Exception as err:
-                from workers.checkpoints import load_error
-
                 raise load_error(cfg, err, name) from err
             if cfg.warmup:
                 self.warmup()

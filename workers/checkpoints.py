@@ -7,10 +7,14 @@ ultralytics weight name (``yolo11n.pt``: cwd, then the ultralytics
 ``weights_dir``), or a Hugging Face hub id (the HF cache). :func:`locate` says,
 without downloading anything, where it is, its version and size, or the one
 line that explains why it cannot load and how to fix it.
+
+It also owns a checkpoint's version (:func:`hf_version`, :func:`file_version`), which the model
+classes stamp on every reply; ``workers.base`` imports from here, never the other way round.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -22,7 +26,7 @@ from typing import Any, Callable, Literal
 from schemas.tasks import TASKS
 from schemas.topology import ModelConfig
 
-__all__ = ["Checkpoint", "CheckpointError", "Located", "load_error", "locate", "pull"]
+__all__ = ["Checkpoint", "CheckpointError", "Located", "file_version", "hf_version", "load_error", "locate", "pull"]
 
 Kind = Literal["none", "path", "architecture", "ultralytics", "hub"]
 _ULTRALYTICS_SUFFIXES = (".pt", ".yaml", ".yml")
@@ -126,6 +130,34 @@ def _wrong_task(cp: Checkpoint, path: Path) -> str | None:
     return None
 
 
+def file_version(*paths: str | Path) -> str:
+    """A short sha256 over the given weight files (sorted), for models without a revision."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()[:12]
+
+
+def hf_version(model: Any, source: str, revision: str | None) -> str:
+    """The version of a transformers model: the configured revision, the hub commit, or a weights hash."""
+    if revision:
+        return revision
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if commit:
+        return str(commit)
+    path = Path(source)
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        if weights:
+            return file_version(*weights)
+        cfg = path / "config.json"
+        if cfg.is_file():
+            return file_version(cfg)
+    return "unknown"
+
+
 def _line(cp: Checkpoint, why: str, fix: str | None = None) -> str:
     return f"model {cp.name!r} ({cp.task}): {cp.source} {why}; {fix or _FIX_OFFLINE.format(name=cp.name)}"
 
@@ -136,8 +168,6 @@ def _locate_local(cp: Checkpoint, path: Path, version: str | None = None, note: 
         return Located(cp, path, problem=_line(cp, f"({path}) {wrong}",
                                                f"fix: set `models.{cp.name}.model` to a {cp.task} checkpoint"))
     if version is None:
-        from workers.base import file_version
-
         weights = [path] if path.is_file() else (sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")))
         version = file_version(*weights) if weights else "unknown"
     return Located(cp, path, version, _size(path), note=note)

@@ -16,7 +16,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from schemas.topology import ModelConfig
-from workers.base import ModelIdentity, hf_version
+from workers.base import ModelIdentity
+from workers.checkpoints import hf_version
 from workers.device import resolve_device, use_half
 from workers.images import ImageLimits, ImageModel
 

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from schemas.topology import ModelConfig
-from workers.base import ModelIdentity, file_version
+from workers.base import ModelIdentity
+from workers.checkpoints import file_version
 from workers.device import resolve_device, use_half
 from workers.images import ImageLimits, ImageModel
 

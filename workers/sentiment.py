@@ -13,7 +13,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from schemas.topology import ModelConfig
-from workers.base import BatchedModel, InputError, ModelIdentity, hf_version
+from workers.base import BatchedModel, InputError, ModelIdentity
+from workers.checkpoints import hf_version
 from workers.device import resolve_device, use_half
 
 __all__ = ["SentimentModel", "TextTooLong"]

@@ -4,7 +4,12 @@
 so it also runs in-process without Ray. Handle contract::
 
     await handle.infer.remote(items: list) -> list[Reply]  # same length and order (schemas.reply)
-    await handle.stats.remote() -> {"batches", "items", "mean", "max", "histogram", ...}
+    await handle.options(multiplexed_model_id="ft-a").infer.remote(items)  # answered by checkpoint ft-a
+    await handle.stats.remote() -> {"batches", "items", "mean", "max", "histogram", "checkpoints", ...}
+
+A model with ``multiplex.checkpoints`` answers a call that names a checkpoint (Serve's multiplexed
+model id) with that checkpoint, loaded on demand into a bounded number of slots; a batch never mixes
+checkpoints (``workers.multiplex`` has the contract).
 
 A call carrying more items than ``max_batch_size`` is split into chunks before it
 is queued (Serve would fail it with "Size of item is greater than max_batch_size").
@@ -24,7 +29,8 @@ from ray import serve
 from schemas.reply import Reply
 from schemas.topology import ModelConfig
 from schemas.tracing import finishing, record_spans, tracer
-from workers.base import BatchedModel, options_key
+from workers.base import BatchedModel, error_envelope, options_key
+from workers.multiplex import CheckpointSlots, UnknownCheckpoint
 from workers.registry import model_class
 
 __all__ = ["BATCH_SIZE_BUCKETS", "ModelServer", "count_items"]
@@ -48,12 +54,18 @@ class ModelServer:
             passes the deployment's ``user_config`` to ``reconfigure`` right after
             construction, and a later change to it reconfigures the live replica
             instead of restarting it (a changed constructor argument would restart).
+        checkpoint_slots: ``multiplex.max_models_per_replica``, passed to the constructor so that a
+            change restarts the replicas (Serve's multiplex cache size is fixed once created);
+            ``None``: read it from the config.
     """
 
-    def __init__(self, model_name: str, user_config: dict[str, Any] | None = None) -> None:
+    def __init__(self, model_name: str, user_config: dict[str, Any] | None = None,
+                 checkpoint_slots: int | None = None) -> None:
         self.model_name = model_name
         self.cfg: ModelConfig | None = None
         self.model: BatchedModel | None = None
+        self.checkpoints: CheckpointSlots | None = None
+        self._checkpoint_slots = checkpoint_slots
         self._batcher: Any = None
         self._batcher_concurrency = 0
         self.reset_stats()
@@ -73,6 +85,11 @@ class ModelServer:
             self.model = model_class(cfg.task)(cfg, name=self.model_name)
         elif cfg.options != old.options:
             self.model.set_options(cfg.options)
+        if cfg.multiplex is not None and self.checkpoints is None:
+            self.checkpoints = CheckpointSlots(
+                self.model_name, self._checkpoint_slots or cfg.multiplex.max_models_per_replica)
+        if self.checkpoints is not None:
+            self.checkpoints.configure(cfg)
         b = cfg.batching
         if self._batcher is None or b.max_concurrent_batches != self._batcher_concurrency:
             self._batcher = serve.batch(
@@ -123,7 +140,19 @@ class ModelServer:
     async def _run_batches(self, requests: list[list[Any]]) -> list[list[Reply]]:
         flat = [x for r in requests for x in r]
         self._record(len(flat))
+        # Serve splits batches by multiplexed model id: this whole batch names one checkpoint, or none.
+        checkpoint = serve.get_multiplexed_model_id()
         model = self.model
+        if checkpoint:
+            try:
+                if self.checkpoints is None:
+                    raise UnknownCheckpoint(
+                        f"model {self.model_name!r} hosts no checkpoints, but a call named {checkpoint!r}; fix: add "
+                        f"`models.{self.model_name}.multiplex.checkpoints.{checkpoint}: <path>` or call without one")
+                model = await self.checkpoints.get(checkpoint)
+                self.checkpoints.items[checkpoint] += len(flat)
+            except Exception as exc:  # noqa: BLE001 - unknown or unloadable: every item's error, not a retry
+                return [[error_envelope(exc) for _ in r] for r in requests]
         assert model is not None
         # In a thread, so the replica keeps queueing the next batch while this one runs.
         results = await asyncio.to_thread(model.run_batch, flat)
@@ -180,4 +209,5 @@ class ModelServer:
             "histogram": {k: v for k, v in zip(labels, self._hist) if v},
             "max_batch_size": self.cfg.batching.max_batch_size if self.cfg else None,
             "options": dict(self.cfg.options) if self.cfg else {},
+            "checkpoints": self.checkpoints.stats() if self.checkpoints else None,
         }

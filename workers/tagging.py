@@ -16,7 +16,8 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from schemas.topology import ModelConfig
-from workers.base import InputError, ModelIdentity, hf_version
+from workers.base import InputError, ModelIdentity
+from workers.checkpoints import hf_version
 from workers.device import resolve_device, use_half
 from workers.images import ImageLimits, ImageModel
 

@@ -9,6 +9,7 @@ are cached: a second call with the same directory returns at once.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -23,6 +24,7 @@ __all__ = [
     "build_tiny_classifier",
     "build_tiny_clip",
     "build_tiny_sentiment",
+    "build_tiny_sentiment_family",
     "offline_env",
     "tiny_topology",
     "tiny_topology_dict",
@@ -91,28 +93,35 @@ def offline_env(root: str | Path) -> dict[str, str]:
     }
 
 
-def _cached(build: Callable[[Path], None]) -> Callable[[str | Path], Path]:
-    """A builder that saves into ``directory`` once: a finished build there is reused as is."""
+def _cached(build: Callable[..., None]) -> Callable[..., Path]:
+    """A builder that saves into ``directory`` once: a finished build there with the same options is
+    reused as is (the options are written in the marker file; other options build again)."""
 
     @functools.wraps(build)
-    def cached(directory: str | Path) -> Path:
+    def cached(directory: str | Path, **options: Any) -> Path:
         path = Path(directory)
         done = path / ".infertide-tiny-ok"
-        if not done.exists():
+        stamp = f"ok {json.dumps(options, sort_keys=True)}\n" if options else "ok\n"
+        if not done.exists() or done.read_text() != stamp:
             path.mkdir(parents=True, exist_ok=True)
-            build(path)
-            done.write_text("ok\n")
+            build(path, **options)
+            done.write_text(stamp)
         return path
 
     return cached
 
 
 @_cached
-def build_tiny_sentiment(path: Path) -> None:
+def build_tiny_sentiment(path: Path, *, seed: int = 0, init_range: float = 0.02) -> None:
     """A tiny BERT sequence classifier (NEGATIVE/POSITIVE) + WordPiece tokenizer, saved to ``directory``.
 
     Args:
-        directory: where to save; reused if it already holds a finished build.
+        directory: where to save; reused if it already holds a finished build with the same options.
+        seed: the weights' random seed; checkpoints of different seeds answer differently (a stand-in
+            for fine-tuned checkpoints of one task).
+        init_range: the weights' standard deviation (BERT's ``initializer_range``). At the default
+            0.02 every text scores about 0.5; at 0.5 scores spread between 0.5 and 1 and labels
+            depend on the text (measured: 0, 32 and 64 of 64 texts POSITIVE for seeds 1-3).
     """
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
@@ -130,14 +139,29 @@ def build_tiny_sentiment(path: Path) -> None:
     # tokenizer_object=, not vocab_file= (ignored in transformers 5: every token becomes [UNK]).
     hf_tok = BertTokenizerFast(tokenizer_object=tok, model_max_length=128, unk_token="[UNK]",
                                pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = BertConfig(
         vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, num_labels=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=2, initializer_range=init_range,
         id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},
     )
     BertForSequenceClassification(cfg).save_pretrained(path)
     hf_tok.save_pretrained(path)
+
+
+def build_tiny_sentiment_family(directory: str | Path, n: int, *, first_seed: int = 1,
+                                init_range: float = 0.5) -> dict[str, Path]:
+    """``n`` tiny sentiment checkpoints that answer differently: ``{"ft-0": path, ...}``, seeds
+    ``first_seed .. first_seed + n - 1``, each in ``directory/ft-<i>`` (built once, then reused).
+
+    A stand-in for a team's fine-tuned checkpoints of one task: same tokenizer and architecture,
+    different weights, so a result can be matched to the checkpoint that produced it. Compare
+    outputs within one build (one folder): the weights of a seed are the same in every build, but
+    the WordPiece trainer's vocabulary order is not, so two builds of one seed may answer differently.
+    """
+    directory = Path(directory)
+    return {f"ft-{i}": build_tiny_sentiment(directory / f"ft-{i}", seed=first_seed + i, init_range=init_range)
+            for i in range(n)}
 
 
 @_cached
@@ -251,7 +275,9 @@ def tiny_topology(models_dir: str | Path, **kwargs: Any) -> Topology:
 def with_tiny_models(topology: Topology, models_dir: str | Path) -> Topology:
     """``topology`` with every model swapped for the tiny checkpoint of its task (topics and routes kept).
 
-    What ``infertide up --tiny`` runs: the same pipeline, offline, with random-weight models.
+    What ``infertide up --tiny`` runs: the same pipeline, offline, with random-weight models. A model's
+    ``multiplex.checkpoints`` become tiny ones too: for sentiment, checkpoints that answer differently
+    (:func:`build_tiny_sentiment_family`, in the order listed), so variants stay distinguishable.
     """
     tiny = tiny_topology_dict(models_dir)["models"]
     by_task = {m["task"]: m for m in tiny.values()}
@@ -260,6 +286,12 @@ def with_tiny_models(topology: Topology, models_dir: str | Path) -> Topology:
         if cfg["task"] in by_task and cfg["task"] != "echo":
             cfg["model"], cfg["options"], cfg["revision"] = by_task[cfg["task"]]["model"], \
                 by_task[cfg["task"]]["options"], None
+            mux = cfg.get("multiplex")
+            if mux:
+                ids = list(mux["checkpoints"])
+                family = (list(build_tiny_sentiment_family(Path(models_dir) / "family", len(ids)).values())
+                          if cfg["task"] == "sentiment" else [cfg["model"]] * len(ids))
+                mux["checkpoints"] = {cid: {"model": str(path)} for cid, path in zip(ids, family)}
     return parse_topology(data, "<topology --tiny>")
 
 

@@ -8,10 +8,16 @@ __all__ = ["checkpoint_problems", "checkpoints"]
 
 
 def checkpoints(topology: Topology) -> list:
-    """One ``workers.checkpoints.Checkpoint`` per model of the topology."""
+    """One ``workers.checkpoints.Checkpoint`` per model of the topology, and one per checkpoint under its
+    ``multiplex.checkpoints`` (named ``<model>.multiplex.checkpoints.<id>``, the key a fix points at)."""
     from workers.checkpoints import Checkpoint
 
-    return [Checkpoint.of(name, cfg) for name, cfg in topology.models.items()]
+    out = []
+    for name, cfg in topology.models.items():
+        out.append(Checkpoint.of(name, cfg))
+        for cid in (cfg.multiplex.checkpoints if cfg.multiplex else {}):
+            out.append(Checkpoint.of(f"{name}.multiplex.checkpoints.{cid}", cfg.checkpoint_config(cid)))
+    return out
 
 
 def checkpoint_problems(topology: Topology) -> list[str]:
