@@ -6,6 +6,25 @@ Pure parts the route engine calls: :class:`StreamTrackers` (boxes -> boxes with 
 snapshots a stream's whole state as one value. ``docs/video.md`` says when the engine calls what.
 """
 
+from topologies.video.fold import METRIC, VideoWindows, WindowDelta, add_to, finalize_video, window_starts
+from topologies.video.streams import VideoFrame, VideoStreams
 from topologies.video.tracking import SNAPSHOT_VERSION, SnapshotError, StreamTrackers
+from topologies.video.zones import Crossing, StreamZones, Visit, ZoneFrame
 
-__all__ = ["SNAPSHOT_VERSION", "SnapshotError", "StreamTrackers"]
+__all__ = [
+    "METRIC",
+    "SNAPSHOT_VERSION",
+    "Crossing",
+    "SnapshotError",
+    "StreamTrackers",
+    "StreamZones",
+    "VideoFrame",
+    "VideoStreams",
+    "VideoWindows",
+    "Visit",
+    "WindowDelta",
+    "ZoneFrame",
+    "add_to",
+    "finalize_video",
+    "window_starts",
+]
