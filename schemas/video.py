@@ -22,6 +22,7 @@ See ``docs/video.md`` for what each count means.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -38,8 +39,7 @@ Anchor = Literal["center", "bottom_center", "top_center", "center_left", "center
                  "top_left", "top_right", "bottom_left", "bottom_right"]
 Point = tuple[float, float]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-# Names become analytics field names (``line.<name>.in``): no dots, no separators.
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class TrackerConfig(Strict):
@@ -102,8 +102,18 @@ class ZoneConfig(Strict):
 class StreamGeometry(Strict):
     """The lines and zones of one stream (or of every stream, under ``"*"``)."""
 
-    lines: dict[Name, LineConfig] = Field(default_factory=dict)
-    zones: dict[Name, ZoneConfig] = Field(default_factory=dict)
+    lines: dict[str, LineConfig] = Field(default_factory=dict)
+    zones: dict[str, ZoneConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names_fit_field_names(self) -> StreamGeometry:
+        # A name becomes part of an analytics field (``line.<name>.in``), read back by splitting on dots.
+        for kind, names in (("line", self.lines), ("zone", self.zones)):
+            for name in names:
+                if not _NAME.match(name):
+                    raise ValueError(f"{kind} name {name!r}: use 1-64 letters, digits, '_' or '-' (it becomes "
+                                     f"the analytics field {kind}.<name>...), e.g. {name.replace('.', '_')[:64] or 'door'!r}")
+        return self
 
 
 class VideoConfig(Strict):
