@@ -123,16 +123,19 @@ class Clip:
         """``(shape name, box)`` of every shape drawn on ``frame``."""
         return [(s.name, b) for s in self.shapes if (b := s.box(frame)) is not None]
 
-    def crossings(self, frames: list[int] | None = None) -> list[tuple[int, str, Literal["in", "out"]]]:
-        """``(frame, shape, direction)`` of every crossing of the line seen on ``frames`` (default all):
-        the centre is on the other side than on the shape's previous seen frame."""
+    def _seen(self, s: ShapePath, frames: list[int] | None, unseen_first: int) -> list[int]:
         frames = list(range(self.frames)) if frames is None else frames
+        return [f for f in frames if s.box(f) is not None][unseen_first:]
+
+    def crossings(self, frames: list[int] | None = None, unseen_first: int = 0
+                  ) -> list[tuple[int, str, Literal["in", "out"]]]:
+        """``(frame, shape, direction)`` of every crossing of the line seen on ``frames`` (default all):
+        the centre is on the other side than on the shape's previous seen frame. ``unseen_first``
+        leaves out each shape's first frames (a tracker gives no id before it confirms a track)."""
         out: list[tuple[int, str, Literal["in", "out"]]] = []
         for s in self.shapes:
             last: bool | None = None
-            for f in frames:
-                if s.box(f) is None:
-                    continue
+            for f in self._seen(s, frames, unseen_first):
                 cy = s.centre(f)[1]  # type: ignore[index]
                 assert cy != self.line_y, f"{s.name} sits on the line at frame {f}: the truth would be ambiguous"
                 above = cy < self.line_y
@@ -141,17 +144,14 @@ class Clip:
                 last = above
         return sorted(out)
 
-    def visits(self, frames: list[int] | None = None) -> list[tuple[str, int, int]]:
+    def visits(self, frames: list[int] | None = None, unseen_first: int = 0) -> list[tuple[str, int, int]]:
         """``(shape, first frame, last frame)`` of each stay of a shape's centre inside the zone,
-        on the frames seen (default all)."""
-        frames = list(range(self.frames)) if frames is None else frames
+        on the frames seen (default all; ``unseen_first`` as in :meth:`crossings`)."""
         x0, y0, x1, y1 = self.zone
         out = []
         for s in self.shapes:
             first = last = None
-            for f in frames:
-                if s.box(f) is None:
-                    continue
+            for f in self._seen(s, frames, unseen_first):
                 cx, cy = s.centre(f)  # type: ignore[misc]
                 if x0 < cx < x1 and y0 < cy < y1:
                     first = f if first is None else first

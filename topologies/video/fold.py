@@ -101,7 +101,8 @@ class VideoWindows:
             w = windows.setdefault(start, _Window())
 
             def add(fld: str, amount: float, start: int = start) -> None:
-                out.append(WindowDelta(start, METRIC, stream_id, fld, float(amount)))
+                if amount:  # a zero adds nothing but a record
+                    out.append(WindowDelta(start, METRIC, stream_id, fld, float(amount)))
 
             add("frames", 1)
             if new := len(ids - w.tracks):
