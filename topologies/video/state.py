@@ -5,7 +5,7 @@ written to a compacted topic as JSON and continue after a restart or a partition
 nothing had happened (same track ids, same crossings: tests/unit/topologies/video/test_tracking.py).
 
 Why not pickle: a snapshot read back from a topic must not be able to run code, its size must be
-known (JSON of numbers: about 1.4 KB per live track), and it should survive a library upgrade or
+known (JSON of numbers: 0.7-1.5 KB per live track), and it should survive a library upgrade or
 fail with a clear message. Neither library exports its state, so a few attributes are read here
 (``_next_track_id``, ``_last_timestamp``; LineZone's ``_confirmed_crossing_side`` and
 ``_tracker_frames_absent``): pyproject.toml bounds both libraries to the minor versions this was
