@@ -15,5 +15,5 @@ def test_grid_boxes_do_not_overlap_and_stay_in_frame() -> None:
 
 def test_measure_reports_costs_and_snapshot() -> None:
     r = measure(3, frames=30, streams=2)
-    assert r["boxes"] == 3 and r["track_us"] > 0 and r["full_us"] > 0
+    assert r["boxes"] == 3 and r["track_cpu_us"] > 0 and r["full_p50_us"] > 0 and r["track_cpu_us_per_box"] > 0
     assert 3 * 500 < r["snapshot_bytes"] < 3 * 1600 + 2000  # 0.7-1.5 KB per live track (digits of its floats)
