@@ -58,6 +58,9 @@ class TrackerConfig(Strict):
     minimum_iou_threshold: Fraction = 0.1
     high_conf_det_threshold: Fraction = Field(
         0.6, description="boxes below this score only extend existing tracks (ByteTrack's second stage)")
+    restart_after_s: PositiveFloat = Field(
+        60.0, description="a frame whose pts is this far behind the stream's last starts the stream again "
+                          "(its producer restarted); less far behind, it is a replay and changes nothing")
 
     @property
     def lost_track_seconds(self) -> float:

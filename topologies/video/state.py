@@ -27,7 +27,7 @@ import supervision as sv
 from trackers import ByteTrackTracker
 from trackers.core.bytetrack.tracklet import ByteTrackTracklet
 
-__all__ = ["check_tracker_shape", "line_state", "restore_line", "restore_tracker", "tracker_state"]
+__all__ = ["check_tracker_shape", "continue_ids", "line_state", "restore_line", "restore_tracker", "tracker_state"]
 
 _TRACKER_ATTRS = ("tracks", "_next_track_id", "_last_timestamp", "state_estimator_class")
 _TRACKLET_ATTRS = ("tracker_id", "age", "time_since_update", "time_since_update_seconds",
@@ -96,6 +96,11 @@ def restore_tracker(tracker: ByteTrackTracker, state: dict[str, Any]) -> None:
     tracker.tracks = tracks
     tracker._next_track_id = int(state["next_id"])
     tracker._last_timestamp = state["last_ts"]
+
+
+def continue_ids(fresh: ByteTrackTracker, old: ByteTrackTracker) -> None:
+    """Let ``fresh`` hand out ids after the last one ``old`` gave (a stream that starts again keeps its ids unique)."""
+    fresh._next_track_id = old._next_track_id
 
 
 def line_state(line: sv.LineZone) -> dict[str, Any]:

@@ -11,8 +11,10 @@ What the route engine calls (docs/video.md):
 - when a partition is assigned, for each stream key read back: :meth:`VideoStreams.restore`;
   when it is revoked: :meth:`VideoStreams.forget` for its streams.
 
-A frame the tracker has already folded (``frame_index`` not past the stream's last) changes
-nothing: its boxes come back with ``track_id: None`` and no deltas (``stale``).
+A frame the tracker has already folded (its ``pts_ms`` not past the stream's last) changes
+nothing: its boxes come back with ``track_id: None`` and no deltas (``stale``). A stream whose pts
+goes back further than ``tracker.restart_after_s`` starts again: tracks, lines and visits afresh, ids
+continuing.
 """
 
 from __future__ import annotations
@@ -60,11 +62,16 @@ class VideoStreams:
     def process(self, stream_id: str, frame_index: int, pts_ms: int, ts_ms: int,
                 boxes: Sequence[Mapping[str, Any]]) -> VideoFrame:
         """Track one frame's boxes and count its lines, zones and windows."""
-        stale_before = self.trackers.stale
+        stale_before, restarts_before = self.trackers.stale, self.trackers.restarts
         tracked = self.trackers.update(stream_id, frame_index, pts_ms, boxes)
         if self.trackers.stale != stale_before:
             return VideoFrame(tracked, stale=True)
+        ended = []
+        if self.trackers.restarts != restarts_before:  # the stream started again: its tracks and visits end
+            ended = self.zones.open_visits(stream_id)
+            self.zones.forget(stream_id)
         zf = self.zones.update(stream_id, pts_ms, tracked)
+        zf.visits[:0] = ended
         return VideoFrame(tracked, zf, self.windows.fold(stream_id, ts_ms, tracked, zf))
 
     def snapshot(self, stream_id: str) -> bytes:

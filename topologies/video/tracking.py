@@ -6,9 +6,12 @@ Contract:
 - **The clock is the frame's ``pts_ms``.** Each update passes ``pts_ms / 1000`` to the tracker as its
   timestamp, so a frame skipped by sampling or dropped for lag is a longer Kalman step, and a lost
   track ends after ``lost_track_buffer / 30`` seconds of pts, whatever the sampling.
-- **Frames of a stream must come in order.** A frame at or before the stream's last ``frame_index``
-  (a replay of a frame already folded), or with a ``pts_ms`` earlier than the last, changes nothing
-  and gets ``track_id: None`` on every box (counted in :attr:`StreamTrackers.stale`).
+- **Frames of a stream must come in order of pts.** A frame with a ``pts_ms`` earlier than the
+  last (a replay of a frame already folded, or out of order), or the same ``pts_ms`` and a
+  ``frame_index`` not past the last, changes nothing and gets ``track_id: None`` on every box
+  (counted in :attr:`StreamTrackers.stale`). A ``pts_ms`` more than ``restart_after_s`` behind the
+  last means the producer started the stream again: its tracks end, its ids go on from the last
+  one (counted in :attr:`StreamTrackers.restarts`).
 - **A snapshot continues exactly.** ``restore(snapshot())`` into a new process gives the same ids for
   the following frames as the tracker that was never stopped. The engine takes a stream's snapshot
   after folding the last frame a commit covers, and writes it keyed by ``stream_id`` with that commit.
@@ -28,7 +31,7 @@ import supervision as sv
 from trackers import ByteTrackTracker
 
 from schemas.video import TrackerConfig
-from topologies.video.state import check_tracker_shape, restore_tracker, tracker_state
+from topologies.video.state import check_tracker_shape, continue_ids, restore_tracker, tracker_state
 
 __all__ = ["SNAPSHOT_VERSION", "SnapshotError", "StreamTrackers"]
 
@@ -61,6 +64,7 @@ class StreamTrackers:
         self.cfg = cfg or TrackerConfig()
         self.max_streams = max_streams
         self.stale = 0
+        self.restarts = 0
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
 
     def __contains__(self, stream_id: object) -> bool:
@@ -98,9 +102,15 @@ class StreamTrackers:
             boxes: detections as the detection model returns them (``xyxy``, ``score``, ``class_id``...).
         """
         s = self._stream(stream_id)
-        if s.last_frame is not None and (frame_index <= s.last_frame or pts_ms < (s.last_pts or 0)):
-            self.stale += 1
-            return [{**b, "track_id": None} for b in boxes]
+        if s.last_pts is not None and s.last_frame is not None:
+            if s.last_pts - pts_ms > self.cfg.restart_after_s * 1000:
+                fresh = self._new_tracker()
+                continue_ids(fresh, s.tracker)
+                s.tracker, s.last_frame, s.last_pts = fresh, None, None
+                self.restarts += 1
+            elif pts_ms < s.last_pts or (pts_ms == s.last_pts and frame_index <= s.last_frame):
+                self.stale += 1
+                return [{**b, "track_id": None} for b in boxes]
         s.last_frame, s.last_pts = frame_index, pts_ms
         n = len(boxes)
         dets = sv.Detections(

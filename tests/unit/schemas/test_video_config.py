@@ -79,3 +79,16 @@ def test_video_needs_a_detection_model() -> None:
 def test_wrong_geometry_names_key_and_fix(video: dict[str, Any], key: str, fix: str) -> None:
     msg = _error(_topology(video))
     assert key in msg and fix in msg, msg
+
+
+def test_the_example_in_docs_video_md_loads() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "video.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    routes = yaml.safe_load(block)["routes"]
+    topo = parse_topology({"models": {"detection": {"task": "detection", "model": "yolo11n.yaml"}}, "routes": routes})
+    video = topo.routes[0].video
+    assert video is not None and video.tracker.frame_rate == 25 and set(video.geometry("cam-1").zones) == {"queue"}

@@ -157,3 +157,23 @@ def test_streams_beyond_the_bound_are_forgotten() -> None:
     for s in ("a", "b", "c"):
         t.update(s, 0, 0, detections(CLIP, 0))
     assert len(t) == 2 and "a" not in t and "c" in t
+
+
+def test_a_stream_that_starts_again_keeps_ids_unique() -> None:
+    t = StreamTrackers(CFG)  # restart_after_s: 60
+    first = run(t, ALL)
+    t.update("cam", CLIP.frames + 5, CLIP.pts_ms(CLIP.frames - 1) + 120_000, [])  # 2 quiet minutes
+    # Then the producer restarts the stream: frame_index and pts from 0 again.
+    again = {f: t.update("cam", f, CLIP.pts_ms(f), detections(CLIP, f)) for f in ALL}
+    assert t.restarts == 1 and t.stale == 0
+    old_ids = {b["track_id"] for boxes in first.values() for b in boxes} - {None}
+    new_ids = {b["track_id"] for boxes in again.values() for b in boxes} - {None}
+    assert len(new_ids) == len(old_ids) == len(CLIP.shapes) and not old_ids & new_ids
+    assert id_switches(ids_by_shape(again)) == 0
+
+
+def test_a_new_frame_counter_with_a_later_pts_is_not_a_replay() -> None:
+    t = StreamTrackers(CFG)
+    run(t, list(range(11)))
+    out = t.update("cam", 0, CLIP.pts_ms(11), detections(CLIP, 11))  # the producer's counter restarted
+    assert t.stale == 0 and all(b["track_id"] is not None for b in out)

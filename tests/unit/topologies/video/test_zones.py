@@ -119,3 +119,17 @@ def test_streams_without_geometry_only_track() -> None:
     vf = vs.process("cam-2", 0, 0, TS0, detections(CLIP, 0))
     vf = vs.process("cam-2", 1, 40, TS0 + 40, detections(CLIP, 1))
     assert all(b["track_id"] is not None for b in vf.boxes) and vf.zones.inside == {}
+
+
+def test_a_restarted_stream_ends_its_visits_and_starts_its_lines_afresh() -> None:
+    data = CLIP.video_config()
+    data["tracker"]["restart_after_s"] = 1
+    vs = VideoStreams(VideoConfig.model_validate(data))
+    before = run(vs, ALL[:91])  # e is inside the zone since frame 66
+    who = owners(before)
+    after = run(vs, ALL[:20])  # the producer restarts the stream: pts from 0 again (3.6 s back)
+    assert vs.trackers.restarts == 1
+    (visit,) = after[0].zones.visits
+    assert who[visit.track_id] == "e" and visit.dwell_ms == (90 - 66) * DT
+    assert crossings(after) == [c for c in CLIP.crossings() if c[0] < 20]  # d crosses again, under its new id
+    assert not {b["track_id"] for vf in after.values() for b in vf.boxes} & set(who)
