@@ -19,7 +19,7 @@ the frames were split into batches. :func:`finalize_video` derives the means.
 The sums are per window only when the deltas land in the window they name (``WindowDelta.start``):
 event-time windows of the same size and step. Summed into today's log-order windows instead, the
 additive fields (frames, crossings, occupancy_sum, visits, dwell_ms_sum) stay exact, while
-``tracks`` and the maxima count a window that straddles a log boundary in both.
+``tracks`` and the maxima are approximate (kept per event-time window, not per log window).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ boxes whose anchor is inside). Only boxes with a ``track_id`` take part.
 A **visit** of a track to a zone runs from the first to the last frame its anchor is seen inside.
 It ends when the track is seen outside the zone, or has not been seen for longer than the tracker
 keeps a lost track (``lost_track_buffer / 30`` s of pts). Its dwell time is last minus first pts,
-so with every frame processed it is exact to the frame, and with sampling it is short by at most
+so with every frame processed it is exact to the frame, and with sampling it is short by less than
 one sampled interval at each end.
 """
 
