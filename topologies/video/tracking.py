@@ -97,7 +97,7 @@ class StreamTrackers:
 
         Args:
             stream_id: the stream the frame belongs to.
-            frame_index: its index in the stream (increasing).
+            frame_index: its index in the stream (tells a replay from a new frame with the same pts).
             pts_ms: its presentation time (non-decreasing): the tracker's clock.
             boxes: detections as the detection model returns them (``xyxy``, ``score``, ``class_id``...).
         """
