@@ -159,6 +159,8 @@ class Box(_Wire):
     label: str
     class_id: Annotated[int, Field(ge=0)]
     score: Score
+    track_id: Annotated[int, Field(ge=0, description="the object's id within its stream (video routes with "
+                                   "tracking; absent until the tracker confirms the object)")] | None = None
 
 
 class DetectionsResult(ResultBase):

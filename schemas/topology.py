@@ -22,6 +22,7 @@ from schemas.model_config import (AutoscalingConfig, BatchingConfig, CheckpointS
                                   MultiplexConfig)
 from schemas.rollout import ModelRollout, check_rollouts
 from schemas.tasks import EVENT_KINDS, TASKS
+from schemas.video import VideoConfig
 
 __all__ = [
     "AnalyticsConfig",
@@ -110,6 +111,15 @@ class RouteConfig(Strict):
     strict_fields: bool = False
     # model name -> its canary / A/B variants, shadows and per-event checkpoints (schemas/rollout.py).
     rollout: dict[str, ModelRollout] = Field(default_factory=dict)
+    # Tracking, lines and zones per stream (schemas/video.py); video routes only.
+    video: VideoConfig | None = None
+
+    @model_validator(mode="after")
+    def _video_on_video_routes(self) -> RouteConfig:
+        if self.video is not None and self.kind != "video":
+            raise ValueError(f"route {self.name!r} is kind {self.kind!r}; `video:` (tracking, lines, zones) needs "
+                             "frames of a stream: set `kind: video` or remove `video:`")
+        return self
 
 
 class AnalyticsConfig(Strict):
@@ -189,6 +199,9 @@ class Topology(Strict):
                         f"route {route.name!r} names model {model!r}, which is not under `models:`"
                         f" (known: {sorted(self.models)}){hint}"
                     )
+            if route.video is not None and not any(self.models[m].task == "detection" for m in route.models):
+                raise ValueError(f"route {route.name!r} has `video:` but no detection model to track; add one "
+                                 "to its `models:` (e.g. models: [detection])")
             for model in route.models:
                 spec = TASKS[self.models[model].task]
                 if route.kind not in spec.accepts:

@@ -29,7 +29,8 @@ from schemas.topology import ModelConfig
 __all__ = ["Checkpoint", "CheckpointError", "Located", "file_version", "hf_version", "load_error", "locate", "pull"]
 
 Kind = Literal["none", "path", "architecture", "ultralytics", "hub"]
-_ULTRALYTICS_SUFFIXES = (".pt", ".yaml", ".yml")
+# .torchscript: an ultralytics TorchScript export (`model.export(format="torchscript")`), which YOLO(path) loads.
+_ULTRALYTICS_SUFFIXES = (".pt", ".yaml", ".yml", ".torchscript")
 _HUB_WEIGHTS = ("*.json", "*.txt", "*.model", "*.safetensors")
 #: Tasks served by ultralytics weights; every other task with a model loads a transformers folder.
 _ULTRALYTICS_TASKS = {"detection"}
@@ -116,7 +117,8 @@ def _wrong_task(cp: Checkpoint, path: Path) -> str | None:
     """Why a local checkpoint cannot serve the task (``None`` when it can, as far as its config says)."""
     is_ultralytics = path.is_file() and path.suffix in _ULTRALYTICS_SUFFIXES
     if cp.task in _ULTRALYTICS_TASKS:
-        return None if is_ultralytics else "is not an ultralytics weight file (.pt) or architecture (.yaml)"
+        return None if is_ultralytics else (
+            "is not an ultralytics weight file (.pt), TorchScript export (.torchscript) or architecture (.yaml)")
     if is_ultralytics:
         return f"is an ultralytics file, but task {cp.task} needs a transformers checkpoint folder"
     cfg_file = path / "config.json" if path.is_dir() else None

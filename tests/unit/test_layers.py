@@ -151,11 +151,14 @@ def test_the_part_walker_sees_what_the_cli_imports() -> None:
     assert _part("infertide.local.stack") == "local" and _part("infertide") == "__init__" and _part("ray") is None
 
 
-# topologies' wings: the app host on top, then the route engine, then the folded state; ``metrics`` and
+# topologies' wings: the app host on top, then the route engine, then its pure parts (rollout, video) and the
+# folded state; ``metrics`` and
 # ``kafka_settings`` are shared by all three and import no wing.
 TOPOLOGIES_ALLOWED = {
-    "host": {"engine", "state", "metrics", "kafka_settings"},
-    "engine": {"state", "metrics", "kafka_settings"},
+    "host": {"engine", "state", "rollout", "video", "metrics", "kafka_settings"},
+    "engine": {"state", "rollout", "video", "metrics", "kafka_settings"},
+    "rollout": {"state", "metrics"},  # pure: variant split, shadow queue, comparison fold
+    "video": {"state", "metrics"},  # pure: trackers per stream, lines and zones, their window fold
     "state": {"metrics", "kafka_settings"},
     "metrics": set(),
     "kafka_settings": set(),

@@ -1,6 +1,6 @@
 """The rollout comparison, folded per analytics window: per variant and for each shadow against live.
 
-Shaped like the other analytics (``topologies.analytics``): each micro-batch adds a few additive sums
+Shaped like the other analytics (``topologies.state.analytics``): each micro-batch adds a few additive sums
 (:class:`RolloutDeltas`, metric ``rollout``, key ``<route>/<model>``); a window's value is the sum of
 its batches' deltas, so it adds up the same whichever worker folded which batch, and across
 crashes; :func:`finalize_rollout` derives the rates, means and percentiles when the window closes,
@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from schemas.tasks import TASKS
-from topologies.analytics import LATENCY_BUCKETS_MS, percentile
+from topologies.state.analytics import LATENCY_BUCKETS_MS, percentile
 
 __all__ = ["METRIC", "NO_LABEL", "RolloutDeltas", "finalize_rollout", "fold", "metric_key", "report", "top"]
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from schemas.events import AnalyticsRecord
-from topologies.analytics import merge
+from topologies.state.analytics import merge
 from topologies.rollout import RolloutDeltas, finalize_rollout, fold, report, top
 
 
