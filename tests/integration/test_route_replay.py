@@ -34,7 +34,7 @@ from schemas.topology import parse_topology
 from tests.integration.test_route_rebalance import Echo, _committed, _produce, _results
 from topologies.metrics import REGISTRY
 from topologies.engine.replays import summarized_upto
-from topologies.engine.consumer import RouteConsumer
+from topologies.engine.routes import RouteConsumer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = r"""
 import asyncio, json, sys
 from schemas.topology import parse_topology
-from topologies.engine.consumer import RouteConsumer
+from topologies.engine.routes import RouteConsumer
 
 async def echo(model, items):
     await asyncio.sleep(0.05)
