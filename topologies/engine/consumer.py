@@ -43,7 +43,7 @@ from topologies.engine.pipeline import InferFn, ObserveFn, RoutePipeline
 from topologies.engine.producer import BatchProducer
 from topologies.engine.records import OutRecord
 from topologies.engine.replays import SummaryScanner, summary_offset
-from topologies.engine.topic_limits import record_cap
+from topologies.engine.topic_limits import batch_bytes
 from topologies.engine.tracing import WORKER_SERVICE, BatchTracer
 from topologies.kafka_settings import confluent_config, route_consumer_config, route_producer_config
 from topologies.metrics import METRICS, forget
@@ -79,8 +79,8 @@ class RouteRunner:
         self.fetcher: Fetcher = None  # type: ignore[assignment]  # built in start(), with the consumer
 
     async def start(self, limits: dict[str, int]) -> None:
-        caps = [c for t in self.pipeline.processor.output_topics() if (c := record_cap(limits, t)) is not None]
-        conf = route_producer_config(self.topology, self.bootstrap, batch_bytes=min([512 * 1024, *caps]),
+        outputs = self.pipeline.processor.output_topics()
+        conf = route_producer_config(self.topology, self.bootstrap, batch_bytes=batch_bytes(limits, outputs),
                                      transactional_id=self.transactional_id if self.exactly_once else None)
         producer = BatchProducer(conf, locate_topic=None if self.exactly_once else self.summary_topic)
         await producer.know_topics(sorted(self.pipeline.processor.output_topics()))

@@ -16,7 +16,7 @@ from schemas.events import TextEvent
 from schemas.topology import parse_topology
 from topologies.engine.batch import BatchProcessor
 from topologies.metrics import REGISTRY
-from topologies.engine.records import InputRecord, OutRecord
+from topologies.engine.records import InputRecord
 from topologies.engine.producer import Delivered
 from topologies.engine.replays import SummaryScanner, scan_start, summarized_upto, summary_offset
 
