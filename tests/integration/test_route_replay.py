@@ -95,10 +95,9 @@ async def _summaries(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 def _beyond_commit(summaries: list[dict[str, Any]], committed: dict[int, int], topic: str) -> dict[int, int]:
     """Per input partition: how many offsets the summaries cover past the group's commit."""
-    wanted = {TopicPartition(topic, p) for p in range(PARTITIONS)}
+    wanted = {(topic, p) for p in range(PARTITIONS)}
     upto = summarized_upto((orjson.dumps(s) for s in summaries), wanted)
-    return {tp.partition: end - committed.get(tp.partition, 0) for tp, end in upto.items()
-            if end > committed.get(tp.partition, 0)}
+    return {p: end - committed.get(p, 0) for (_, p), end in upto.items() if end > committed.get(p, 0)}
 
 
 def _uncounted() -> float:
