@@ -112,6 +112,10 @@ def finalize(metric: str, value: dict[str, float]) -> dict[str, float]:
                 out[f"{label}.count"] = v
                 out[f"{label}.mean_score"] = value.get(f"score_sum.{label}", 0.0) / v if v else 0.0
         return out
+    if metric == "video":  # per stream: counts of tracks, lines and zones, with their means (docs/video.md)
+        from topologies.video.fold import finalize_video  # trackers and supervision: only where video windows are
+
+        return finalize_video(value)
     return dict(value)
 
 
