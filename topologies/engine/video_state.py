@@ -86,17 +86,18 @@ class SnapshotReader:
     def _read(self, partitions: list[int]) -> dict[str, bytes]:
         consumer = Consumer(self.config | {"group.id": f"{self.topic}-reader", "enable.auto.commit": False,
                                            "isolation.level": "read_committed", "enable.partition.eof": True,
-                                           "allow.auto.create.topics": False})
+                                           "auto.offset.reset": "earliest", "allow.auto.create.topics": False})
         try:
             out: dict[str, bytes] = {}
-            pending = set(partitions)
+            starts = {}
             for p in partitions:  # an empty partition reports no EOF until something is fetched: skip it
                 low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=self.timeout_s)
-                if high <= low:
-                    pending.discard(p)
+                if high > low:
+                    starts[p] = low
+            pending = set(starts)
             if not pending:
                 return out
-            consumer.assign([TopicPartition(self.topic, p, 0) for p in sorted(pending)])
+            consumer.assign([TopicPartition(self.topic, p, low) for p, low in sorted(starts.items())])
             deadline = time.monotonic() + self.timeout_s
             while pending:
                 if time.monotonic() > deadline:
