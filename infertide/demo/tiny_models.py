@@ -236,7 +236,7 @@ def build_tiny_shapes(path: Path) -> None:
 
 def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
                        batch_wait_timeout_s: float = 0.02, num_cpus: float = 0.1,
-                       echo: bool = True, shapes: bool = True) -> dict[str, Any]:
+                       echo: bool = True, shapes: bool = False) -> dict[str, Any]:
     """Topology data whose models are the tiny checkpoints (built under ``models_dir`` if missing).
 
     Args:
@@ -246,7 +246,7 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
         num_cpus: per-replica CPUs; small so four deployments fit on 2 cores.
         echo: add an ``echo`` deployment.
         shapes: add a ``shapes`` deployment: the deterministic shape detector of the demo clip
-            (``infertide.demo.shapes``), which video tracking tests run through.
+            (``infertide.demo.shapes``), which video tracking tests run through (the e2e stack's app).
     """
     models_dir = Path(models_dir)
     sent = build_tiny_sentiment(models_dir / "tiny-sentiment")
@@ -298,7 +298,7 @@ def with_tiny_models(topology: Topology, models_dir: str | Path) -> Topology:
     ``multiplex.checkpoints`` become tiny ones too: for sentiment, checkpoints that answer differently
     (:func:`build_tiny_sentiment_family`, in the order listed), so variants stay distinguishable.
     """
-    tiny = tiny_topology_dict(models_dir, shapes=False)["models"]
+    tiny = tiny_topology_dict(models_dir)["models"]
     by_task = {m["task"]: m for m in tiny.values()}
     data = topology.model_dump(mode="json")
     for cfg in data["models"].values():
