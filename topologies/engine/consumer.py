@@ -45,6 +45,7 @@ from topologies.engine.records import OutRecord
 from topologies.engine.replays import SummaryScanner, summary_offset
 from topologies.engine.topic_limits import batch_bytes
 from topologies.engine.tracing import WORKER_SERVICE, BatchTracer
+from topologies.engine.video_state import video_route
 from topologies.kafka_settings import confluent_config, route_consumer_config, route_producer_config
 from topologies.metrics import METRICS, forget
 
@@ -71,6 +72,7 @@ class RouteRunner:
         self.pipeline = RoutePipeline(topology, route, infer=infer, send_all=self._publish, summary_topic=summary_topic,
                                       on_fatal=on_fatal, observe=observe, tracer=spans)
         self.ledger = PartitionLedger(exactly_once=self.exactly_once)
+        self.pipeline.video = video_route(topology, route, self.ledger, confluent_config(topology.kafka, bootstrap))
         self.delivery: Delivery = None  # type: ignore[assignment]  # built in start(), with the producer
         self.consumer: AIOConsumer | None = None
         self.rebalancing = False
