@@ -36,8 +36,10 @@ class KafkaConfig(Strict):
     # (read_committed) see them: one transaction per interval. None: 1 s at-least-once, 0.1 s exactly-once.
     commit_interval_s: PositiveFloat | None = None
     # Exactly-once: the broker aborts a worker's open transaction after this long without a commit (a worker
-    # that died and is not restarted under the same id); until then read_committed readers wait on it.
-    transaction_timeout_s: Annotated[float, Field(ge=1, le=900)] = 15.0
+    # that died and is not restarted under the same id); until then read_committed readers wait on it. Also
+    # how long a record may wait for an unreachable broker (librdkafka caps message.timeout.ms at it), so a
+    # broker restart must fit in it. Kafka's own default.
+    transaction_timeout_s: Annotated[float, Field(ge=1, le=900)] = 60.0
     producer_linger_s: Annotated[float, Field(ge=0)] = 0.005
     # On a rebalance, how long in-flight batches may take to finish before they are abandoned
     # (not committed; read again by the partition's next owner). The group waits this long at most.

@@ -36,6 +36,8 @@ __all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce"]
 
 log = logging.getLogger(__name__)
 
+RETRY_S = 0.5  # between calls of a transactional API call librdkafka says to retry
+
 
 class Delivery:
     """What both guarantees share: the ledger, the producer, the consumer (set once started), progress."""
@@ -128,6 +130,7 @@ class ExactlyOnce(Delivery):
         self.gate = asyncio.Lock()  # held while a transaction commits: publishing waits, model calls go on
         self.group_metadata: Any = None
         self._dirty = False  # the open transaction holds records
+        self._undelivered: Any = None  # why a record of the open transaction was not delivered
 
     async def start(self) -> None:
         await self.producer.init_transactions()  # aborts what a previous run under this id left open
@@ -144,31 +147,45 @@ class ExactlyOnce(Delivery):
             delivered = await self.producer.send_all(records)
             self.ledger.published(ticket)
             self._dirty = True
-        return [delivered]
+        return [asyncio.ensure_future(self._settled(delivered))]
+
+    async def _settled(self, delivered: Awaitable[Any]) -> Any:
+        """A record that is not delivered (e.g. it timed out while the broker was away) is not fatal here:
+        its transaction cannot commit, so the next commit aborts it and the batches are read again."""
+        try:
+            return await delivered
+        except KafkaException as err:
+            if self._undelivered is None:
+                self._undelivered = err.args[0] if err.args else err
+            return []
 
     async def commit(self) -> None:
         async with self.gate:
             plan = self.ledger.commit_plan()
             if not plan and not self._dirty:
                 return
-            try:
-                if plan:
-                    await self.producer.send_offsets(plan, self.group_metadata)
-                await self.producer.commit()
-            except KafkaException as err:
-                await self._failed(err)
+            if self._undelivered is not None:  # a record of this transaction was not delivered: it cannot commit
+                await self._abort(f"a record was not delivered: {self._undelivered}")
                 return
+            sent = not plan
+            while True:  # librdkafka: a retriable error means "call it again"; an abortable one, abort
+                try:
+                    if not sent:
+                        await self.producer.send_offsets(plan, self.group_metadata)
+                        sent = True
+                    await self.producer.commit()
+                    break
+                except KafkaException as err:
+                    error: KafkaError = err.args[0]
+                    if error.retriable() and not error.fatal() and not error.txn_requires_abort():
+                        log.warning("route %s: transaction commit: %s; retrying", self.route, error)
+                        await asyncio.sleep(RETRY_S)
+                        continue
+                    await self._failed(err)
+                    return
             self._dirty = False
             self._progress(self.ledger.did_commit(plan))
             await self.producer.begin()
-
-    async def close(self) -> None:
-        async with self.gate:
-            try:
-                await self.producer.abort()  # the empty transaction begun after the last commit
-            except KafkaException as err:
-                log.debug("route %s: abort on close: %s", self.route, err)
-        await super().close()
 
     async def lost(self) -> None:
         async with self.gate:
@@ -188,13 +205,20 @@ class ExactlyOnce(Delivery):
 
     async def _abort(self, why: str) -> None:
         """Abort the open transaction (the gate is held) and go back to the committed offsets."""
-        try:
-            await self.producer.abort()
-        except KafkaException as err:
-            log.critical("route %s: could not abort the transaction (%s) after: %s", self.route, err, why)
-            self.on_fatal(err)
-            return
-        self._dirty = False
+        while True:
+            try:
+                await self.producer.abort()
+                break
+            except KafkaException as err:
+                error: KafkaError = err.args[0]
+                if error.retriable() and not error.fatal():  # e.g. the broker is still away: call it again
+                    log.warning("route %s: abort: %s; retrying", self.route, error)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                log.critical("route %s: could not abort the transaction (%s) after: %s", self.route, err, why)
+                self.on_fatal(err)
+                return
+        self._dirty, self._undelivered = False, None
         seeks = self.ledger.rewind()
         await self.producer.begin()
         for (topic, partition), offset in seeks.items():

@@ -109,7 +109,11 @@ class BatchProducer:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as err:  # a fatal error surfaces here too; the transactional calls report it
+                log.error("producer: %s", err)
+                self._stop.wait(0.5)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._calls, fn, *args)
