@@ -13,6 +13,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from schemas.rollout import rollout_topics
 from schemas.tasks import TOPIC_SCHEMAS
 from schemas.topology import KafkaConfig, Topology
 from topologies.kafka_settings import aiokafka_kwargs
@@ -75,7 +76,8 @@ def describe_topics(topology: Topology, bootstrap: str | None = None, timeout_s:
 
 
 def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: float = 30.0) -> list[str]:
-    """Create every topic of ``topology.topics.names()`` that is missing; return the ones created.
+    """Create every topic of ``topology.topics.names()`` and every rollout shadow topic
+    (``schemas.rollout.rollout_topics``) that is missing; return the ones created.
 
     Idempotent: topics that already exist (or that another process creates at the
     same moment) are left alone. Returns once metadata shows every topic with a
@@ -89,7 +91,7 @@ def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: f
     configs = {"retention.ms": str(t.retention_ms), "max.message.bytes": str(max_message_bytes(topology))}
     admin = _admin(topology, bootstrap, timeout_s)
     try:
-        names = t.names()
+        names = [*t.names(), *(n for n in rollout_topics(topology) if n not in t.names())]  # + shadow topics
         missing = [n for n in names if n not in set(admin.list_topics())]
         created: list[str] = []
         if missing:
