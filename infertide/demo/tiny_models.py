@@ -226,7 +226,7 @@ def build_tiny_classifier(path: Path) -> None:
 
 def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
                        batch_wait_timeout_s: float = 0.02, num_cpus: float = 0.1,
-                       echo: bool = True) -> dict[str, Any]:
+                       echo: bool = True, finetuned: bool = False) -> dict[str, Any]:
     """Topology data whose models are the tiny checkpoints (built under ``models_dir`` if missing).
 
     Args:
@@ -235,6 +235,8 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
         batch_wait_timeout_s: per-deployment ``batching.batch_wait_timeout_s``.
         num_cpus: per-replica CPUs; small so four deployments fit on 2 cores.
         echo: add an ``echo`` deployment.
+        finetuned: add ``sentiment_ft``, a sentiment deployment that also hosts two tiny fine-tuned
+            checkpoints that answer differently (``ft-0``, ``ft-1``; Serve model multiplexing), for rollouts.
     """
     models_dir = Path(models_dir)
     sent = build_tiny_sentiment(models_dir / "tiny-sentiment")
@@ -255,6 +257,11 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
     }
     if echo:
         models["echo"] = {"task": "echo", **common}
+    if finetuned:
+        family = build_tiny_sentiment_family(models_dir / "tiny-sentiment-ft", 2)
+        models["sentiment_ft"] = {"task": "sentiment", "model": str(sent), "options": {"max_length": 64}, **common,
+                                  "multiplex": {"max_models_per_replica": 2,
+                                                "checkpoints": {k: str(p) for k, p in family.items()}}}
     return {
         "name": "infertide-tiny",
         "models": models,
