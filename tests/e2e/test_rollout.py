@@ -20,7 +20,11 @@ import pytest
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
 from schemas.rollout import rollout_topics
+from typer.testing import CliRunner
+
+from infertide.cli import app
 from tests.e2e.conftest import Stack, latest_windows, read_topic
+from tests.e2e.test_dashboard import _browse
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -70,9 +74,12 @@ def run(stack: Stack) -> dict[str, Any]:
 
         analytics = read_topic(stack.bootstrap, topology.topics.analytics, timeout=60, until=complete)
         status, body = worker.get("/api/rollout")
+        dom = _browse(worker.url + "/dashboard", stack.workdir, "--dump-dom")  # the dashboard's rollout panel
+        cli = CliRunner().invoke(app, ["rollout", "status", "--worker", worker.url, "--config", str(path)],
+                                 env={"COLUMNS": "200"})
         return {"topology": topology, "events": events, "live": live, "shadow": shadow, "live_s": live_s,
                 "sums": _rollout_sums(analytics, key), "api": (status, orjson.loads(body)),
-                "metrics": worker.get("/metrics")[1].decode()}
+                "metrics": worker.get("/metrics")[1].decode(), "dom": dom, "cli": cli}
     finally:
         assert worker.stop() == 0, worker.tail()
 
@@ -143,3 +150,7 @@ def test_the_windows_comparison_equals_the_offline_one(run: dict[str, Any]) -> N
     status, api = run["api"]
     assert status == 200 and "text/sentiment" in api["rollouts"]
     assert "infertide_shadow_results_total" in run["metrics"]
+    dom = run["dom"]
+    assert 'id="rollout-text/sentiment"' in dom and "canary" in dom and 'class="agreement"' in dom, dom[-3000:]
+    cli = run["cli"]
+    assert cli.exit_code == 0 and "canary" in cli.output and "next" in cli.output, cli.output
