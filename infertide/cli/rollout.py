@@ -111,3 +111,126 @@ def status(ctx: typer.Context,
         return
     for table in render(view, current=current):
         console.print(table)
+
+
+def current_variants(topology: Any, key: str, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """The variants in force for ``<route>/<model>``: the control topic's latest change, else the config's."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from infertide.clients.admin import kafka_python_kwargs
+    from schemas.rollout import control_topic
+
+    route, _, model = key.partition("/")
+    config = [v.model_dump(exclude_none=True) for r in topology.routes if r.name == route
+              for m, ro in r.rollout.items() if m == model for v in ro.variants]
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **kafka_python_kwargs(topology.kafka))
+    try:
+        topic = control_topic(topology)
+        if not consumer.partitions_for_topic(topic):
+            return config
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        latest: Any = ...
+        deadline = time.monotonic() + timeout_s
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for m in consumer.poll(timeout_ms=200).get(tp, []):
+                if m.key == key.encode():
+                    latest = None if m.value is None else json.loads(m.value)
+    finally:
+        consumer.close()
+    return config if latest is ... or latest is None else latest["variants"]
+
+
+def publish_change(topology: Any, key: str, variants: list[dict[str, Any]] | None, action: str) -> dict[str, Any]:
+    """Check ``variants`` as the config is checked, then write the change to the control topic (None: a
+    tombstone, back to the config). Returns the record's value (None for a tombstone) and where it landed."""
+    from kafka import KafkaProducer
+
+    from infertide.clients.admin import kafka_python_kwargs
+    from schemas.rollout import changed_rollout, control_topic
+
+    route, _, model = key.partition("/")
+    ro = changed_rollout(topology, route, model, variants)
+    value = None if variants is None else {
+        "action": action, "ts": int(time.time() * 1000),
+        "variants": [v.model_dump(exclude_none=True) for v in ro.variants]}
+    producer = KafkaProducer(acks="all", **kafka_python_kwargs(topology.kafka))
+    try:
+        meta = producer.send(control_topic(topology), key=key.encode(),
+                             value=None if value is None else json.dumps(value).encode()).get(timeout=30)
+    finally:
+        producer.close()
+    return {"key": key, "value": value, "topic": meta.topic, "offset": meta.offset}
+
+
+def _change(ctx: typer.Context, key: str, action: str, edit: Any, bootstrap: str | None, config: Any) -> None:
+    topology = topology_from(ctx, bootstrap, config)
+    try:
+        variants = None if edit is None else edit(current_variants(topology, key))
+        done = publish_change(topology, key, variants, action)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    shown = "the config's variants" if done["value"] is None else ", ".join(
+        f"{v.get('name') or v['model']} {v['percent']:g}%" for v in done["value"]["variants"]) or "no variants"
+    console.print(f"{action} {key}: {shown} (control offset {done['offset']}); each worker applies it between two "
+                  "batches and logs the input offset where it took effect (/api/rollout `changes`)")
+
+
+def _named(variants: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    for v in variants:
+        label = v.get("name") or (f"{v['model']}:{v['checkpoint']}" if v.get("checkpoint") else v["model"])
+        if label == name:
+            return v
+    names = [v.get("name") or v["model"] for v in variants]
+    raise ValueError(f"no variant named {name!r} (variants: {names}); fix: use one of them")
+
+
+Key = Annotated[str, typer.Argument(help="<route>/<model>, e.g. text/sentiment")]
+
+
+@app.command("set")
+def set_percent(ctx: typer.Context, key: Key, variant: Annotated[str, typer.Argument(help="the variant's name")],
+                percent: Annotated[float, typer.Argument(min=0, max=100, help="its new share of the keys")],
+                bootstrap: Bootstrap = None, config: ConfigOpt = None) -> None:
+    """Set a variant's percent while events flow (the others keep theirs). Example: infertide rollout set
+    text/sentiment canary 25"""
+
+    def edit(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        _named(variants, variant)["percent"] = percent
+        return variants
+
+    _change(ctx, key, "set", edit, bootstrap, config)
+
+
+@app.command("promote")
+def promote(ctx: typer.Context, key: Key, variant: Annotated[str, typer.Argument(help="the variant's name")],
+            bootstrap: Bootstrap = None, config: ConfigOpt = None) -> None:
+    """Every key to one variant (100%), the others to 0%. Example: infertide rollout promote text/sentiment canary"""
+
+    def edit(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        chosen = _named(variants, variant)
+        for v in variants:
+            v["percent"] = 100.0 if v is chosen else 0.0
+        return variants
+
+    _change(ctx, key, "promote", edit, bootstrap, config)
+
+
+@app.command("rollback")
+def rollback(ctx: typer.Context, key: Key, bootstrap: Bootstrap = None, config: ConfigOpt = None) -> None:
+    """Every key back to the base model (every variant at 0%). Example: infertide rollout rollback text/sentiment"""
+
+    def edit(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for v in variants:
+            v["percent"] = 0.0
+        return variants
+
+    _change(ctx, key, "rollback", edit, bootstrap, config)
+
+
+@app.command("reset")
+def reset(ctx: typer.Context, key: Key, bootstrap: Bootstrap = None, config: ConfigOpt = None) -> None:
+    """Back to the config's variants (a tombstone on the control topic)."""
+    _change(ctx, key, "reset", None, bootstrap, config)

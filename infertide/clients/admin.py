@@ -13,7 +13,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from schemas.rollout import rollout_topics
+from schemas.rollout import control_topic, rollout_topics
 from schemas.tasks import TOPIC_SCHEMAS
 from schemas.topology import KafkaConfig, Topology
 from topologies.kafka_settings import aiokafka_kwargs
@@ -76,8 +76,9 @@ def describe_topics(topology: Topology, bootstrap: str | None = None, timeout_s:
 
 
 def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: float = 30.0) -> list[str]:
-    """Create every topic of ``topology.topics.names()`` and every rollout shadow topic
-    (``schemas.rollout.rollout_topics``) that is missing; return the ones created.
+    """Create every topic of ``topology.topics.names()``, every rollout shadow topic
+    (``schemas.rollout.rollout_topics``) and, when a route has a rollout, the compacted rollout control
+    topic (``schemas.rollout.control_topic``) that is missing; return the ones created.
 
     Idempotent: topics that already exist (or that another process creates at the
     same moment) are left alone. Returns once metadata shows every topic with a
@@ -104,6 +105,19 @@ def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: f
                     created.append(name)
                 elif code != TopicAlreadyExistsError.errno:
                     raise KafkaError(f"creating topic {name!r} failed: error {code} {entry.get('error_message')}")
+        if any(r.rollout for r in topology.routes):  # rollout changes: compacted, one partition (one order)
+            control = control_topic(topology)
+            if control not in set(admin.list_topics()):
+                result = admin.create_topics({control: {
+                    "num_partitions": 1, "replication_factor": t.replication_factor,
+                    "configs": {"cleanup.policy": "compact"}}}, timeout_ms=int(timeout_s * 1000), raise_errors=False)
+                for entry in result.get("topics", []):
+                    code = entry.get("error_code", 0)
+                    if code == 0:
+                        created.append(control)
+                    elif code != TopicAlreadyExistsError.errno:
+                        raise KafkaError(f"creating topic {control!r} failed: error {code} {entry.get('error_message')}")
+            names = [*names, control]
         _wait_visible(admin, names, timeout_s)
         return created
     finally:

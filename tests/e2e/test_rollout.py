@@ -29,6 +29,7 @@ from tests.e2e.test_dashboard import _browse
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
 N_EVENTS, N_USERS = 3000, 600
+N_AFTER = 500  # events after `infertide rollout promote`, then as many after `rollback`
 SCORE_TOL = 1e-5  # padding in another batch composition moves float32 scores by up to ~3e-6
 WORDS = ["great", "awful", "boring", "wonderful", "fine", "terrible", "loved", "hated"]
 ROLLOUT = {"sentiment": {
@@ -72,12 +73,40 @@ def run(stack: Stack) -> dict[str, Any]:
             answered = sum(v for k, v in sums.items() if k.startswith("variant|") and k.endswith("|count"))
             return answered >= N_EVENTS and sums.get("shadow|next|pairs", 0) >= N_EVENTS
 
+        # Changes while events flow: promote the canary, then roll back, each applied before the next events.
+        phases = {}
+        for version, action in ((1, ["promote", "text/sentiment", "canary"]), (2, ["rollback", "text/sentiment"])):
+            cli = CliRunner().invoke(app, ["rollout", *action, "--config", str(path)])
+            assert cli.exit_code == 0, cli.output
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                changes = orjson.loads(worker.get("/api/rollout")[1])["changes"].get("text", [])
+                if changes and changes[-1]["version"] == version:
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"{action[0]} not applied by the worker in 30 s:\n{worker.tail()}")
+            more = [TextEvent(event_id=f"{action[0]}-{i}", ts=now_ms(), user_id=f"u{rng.randrange(N_USERS)}",
+                              text=f"{rng.choice(WORDS)} film {i}") for i in range(N_AFTER)]
+            produce_events(topology, "text", more)
+            phases[action[0]] = {e.event_id for e in more}
+            events += more
+        live = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=60,
+                          until=lambda r: len(r) >= len(events))
+        shadow = read_topic(stack.bootstrap, shadow_topic, timeout=60, until=lambda r: len(r) >= len(events))
+        total = len(events)
+
+        def complete(records: list[Any]) -> bool:
+            sums = _rollout_sums(records, key)
+            answered = sum(v for k, v in sums.items() if k.startswith("variant|") and k.endswith("|count"))
+            return answered >= total and sums.get("shadow|next|pairs", 0) >= total
+
         analytics = read_topic(stack.bootstrap, topology.topics.analytics, timeout=60, until=complete)
         status, body = worker.get("/api/rollout")
         dom = _browse(worker.url + "/dashboard", stack.workdir, "--dump-dom")  # the dashboard's rollout panel
         cli = CliRunner().invoke(app, ["rollout", "status", "--worker", worker.url, "--config", str(path)],
                                  env={"COLUMNS": "200"})
-        return {"topology": topology, "events": events, "live": live, "shadow": shadow, "live_s": live_s,
+        return {"topology": topology, "events": events, "phases": phases, "live": live, "shadow": shadow, "live_s": live_s,
                 "sums": _rollout_sums(analytics, key), "api": (status, orjson.loads(body)),
                 "metrics": worker.get("/metrics")[1].decode(), "dom": dom, "cli": cli}
     finally:
@@ -85,9 +114,9 @@ def run(stack: Stack) -> dict[str, Any]:
 
 
 def test_canary_share_sticky_users_and_every_event_answered_once(run: dict[str, Any]) -> None:
-    events = run["events"]
-    live = [v for _, _, v in run["live"]]
-    assert Counter(r["event_id"] for r in live) == Counter(e.event_id for e in events)  # each exactly once
+    assert Counter(v["event_id"] for _, _, v in run["live"]) == Counter(e.event_id for e in run["events"])  # once
+    events = run["events"][:N_EVENTS]  # before any change
+    live = [v for _, _, v in run["live"] if v["event_id"].startswith("ro-")]
     canary = sum(r["variant"]["name"] == "canary" for r in live)
     share = canary / len(events)
     print(f"\nrollout e2e: {len(events)} events in {run['live_s']:.1f}s, canary {share:.2%}")
@@ -154,3 +183,15 @@ def test_the_windows_comparison_equals_the_offline_one(run: dict[str, Any]) -> N
     assert 'id="rollout-text/sentiment"' in dom and "canary" in dom and 'class="agreement"' in dom, dom[-3000:]
     cli = run["cli"]
     assert cli.exit_code == 0 and "canary" in cli.output and "next" in cli.output, cli.output
+
+
+
+def test_promote_and_rollback_while_events_flow(run: dict[str, Any]) -> None:
+    live = {v["event_id"]: v for _, _, v in run["live"]}
+    promoted, rolled_back = run["phases"]["promote"], run["phases"]["rollback"]
+    assert all(live[e]["variant"]["name"] == "canary" for e in promoted)  # 0 lost (checked above), one variant each
+    assert all(live[e]["variant"]["name"] == "sentiment" for e in rolled_back)
+    changes = run["api"][1]["changes"]["text"]
+    assert [(c["version"], c["action"]) for c in changes] == [(1, "promote"), (2, "rollback")]
+    assert all(c["effective"] for c in changes)  # the input offset where each took effect, per partition
+    print(f"\nchanges took effect at {[c['effective'] for c in changes]}")

@@ -61,7 +61,8 @@ class RoutePipeline:
         observe: ``observe(route, n_in, n_dlq, [(task, event, result)])`` after each batch (dashboard state).
         tracer: spans for traced events (:class:`topologies.engine.tracing.BatchTracer`); None: tracing off.
         shadow_producer: builds the plain producer of the route's shadow results (rollouts,
-            :mod:`topologies.engine.variants`); None: the default one for ``topology``'s Kafka.
+            :mod:`topologies.engine.variants`); None: the default one for ``topology``'s Kafka, and the
+            route follows the rollout control topic (given: tests, no Kafka).
     """
 
     def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send_all: SendAllFn,
@@ -82,7 +83,8 @@ class RoutePipeline:
         self._events_in = METRICS.events_in.labels(route.name)
         # Variants and shadows of the route's models (None: no rollout); topologies.engine.variants.
         self.rollout = RouteRollout.of(topology, route, infer=infer, summary_topic=summary_topic,
-                                       producer_factory=shadow_producer or shadow_producer_for(topology))
+                                       producer_factory=shadow_producer or shadow_producer_for(topology),
+                                       control=shadow_producer is None)  # with Kafka: follow rollout changes
 
     @property
     def failed(self) -> BaseException | None:

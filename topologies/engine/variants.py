@@ -36,7 +36,9 @@ from topologies.engine.batch import Decoded, InferenceFailed
 from topologies.engine.records import InputRecord, OutRecord, now_ms, result_record
 from topologies.engine.serve_client import call_with_retries
 from topologies.metrics import METRICS
-from topologies.rollout import METRIC, RolloutDeltas, RoutePlan, ShadowPlan, ShadowQueue, Variant, metric_key
+from schemas.rollout import changed_rollout, control_topic
+from topologies.rollout import (METRIC, ModelPlan, RolloutDeltas, RoutePlan, ShadowPlan, ShadowQueue, Variant,
+                                metric_key)
 
 __all__ = ["RouteRollout", "ShadowDrain", "shadow_producer_for", "variant_infer"]
 
@@ -83,10 +85,13 @@ class RouteRollout:
         summary_topic: where the shadows' comparison sums go (None: not counted).
         producer_factory: builds the shadows' plain producer (``() -> BatchProducer``), called when the first
             shadow work is queued; None: shadow results are computed and compared but not written (tests).
+        control: follow the rollout control topic (``schemas.rollout.control_topic``): variants changed
+            while events flow (``infertide rollout set|promote|rollback|reset``).
     """
 
     def __init__(self, topology: Topology, route: RouteConfig, *, infer: Any, summary_topic: str | None,
-                 producer_factory: Callable[[], Any] | None = None) -> None:
+                 producer_factory: Callable[[], Any] | None = None, control: bool = False) -> None:
+        self.topology = topology
         self.route = route
         self.plan = RoutePlan.of(topology, route)
         self.infer = infer
@@ -100,6 +105,12 @@ class RouteRollout:
             (m, s.variant.name): ShadowDrain(self, m, s)
             for m in self.models for s in self.plan.models[m].shadows}
         self._producer: Any = None
+        # Changes from the control topic: the plan in force has ``version``; each change is logged with the
+        # offset at which it took effect in each input partition (the first batch that used it).
+        self.version = 0
+        self.changes: list[dict[str, Any]] = []
+        self._used: dict[int, int] = {}  # partition -> the version its last batch used
+        self.follower = ControlFollower(self) if control else None
         # per batch (by id of its Decoded): model -> per-event (variant, call_ms) of the live answers
         self._answered: dict[int, dict[str, list[tuple[Variant, float] | None]]] = {}
 
@@ -124,7 +135,10 @@ class RouteRollout:
         ``call(infer, model, items, records)``: the pipeline's call with retries (and tracing). Raises
         :class:`InferenceFailed` when every variant's call failed.
         """
+        if self.follower is not None:
+            await self.follower.caught_up()  # a restarted worker splits as the latest change says, from its first batch
         valid = batch.valid
+        self._took_effect(valid)
         groups = self.plan.split_batch(model, [rec.event for rec in valid])
         answers = await asyncio.gather(*(call(variant_infer(self.infer, v), v.model, [items[i] for i in idx],
                                               [valid[i] for i in idx])
@@ -187,6 +201,47 @@ class RouteRollout:
     def forget(self, batch: Decoded) -> None:
         self._answered.pop(id(batch), None)
 
+    # -- changes while events flow ------------------------------------------------------
+
+    def apply(self, key: str, value: dict[str, Any] | None, offset: int) -> bool:
+        """One control record (``key`` ``<route>/<model>``; ``value`` None: back to the config). Returns whether
+        it changed this route's plan; a change that fails the config's checks is logged and ignored."""
+        route, _, model = key.partition("/")
+        if route != self.route.name or model not in self.models:
+            return False
+        try:
+            ro = changed_rollout(self.topology, route, model, None if value is None else value.get("variants", []))
+        except ValueError as err:
+            log.error("route %s: rollout change of %s at control offset %d ignored: %s", route, model, offset, err)
+            return False
+        old = self.plan.models[model]
+        plan = ModelPlan.compile(route, model, ro, {s.variant.name: s.topic for s in old.shadows})
+        self.plan = RoutePlan(self.plan.route, {**self.plan.models, model: plan})
+        self.version += 1
+        variants = [{"name": v.name, "model": v.model, "checkpoint": v.checkpoint, "percent": v.percent}
+                    for v in ro.variants]
+        self.changes.append({"version": self.version, "model": model, "control_offset": offset,
+                             "action": (value or {}).get("action", "reset"), "variants": variants,
+                             "applied_ts": now_ms(), "effective": {}})
+        log.info("route %s: rollout of %s changed (control offset %d, version %d): variants %s", route, model,
+                 offset, self.version, variants)
+        return True
+
+    def _took_effect(self, valid: list[InputRecord]) -> None:
+        """Log, per input partition, the first offset answered under each plan version."""
+        if not self.changes:
+            return
+        first: dict[int, int] = {}
+        for rec in valid:
+            if self._used.get(rec.partition) != self.version and rec.partition not in first:
+                first[rec.partition] = rec.offset
+        for partition, offset in first.items():
+            self._used[partition] = self.version
+            change = self.changes[-1]
+            change["effective"][str(partition)] = offset
+            log.info("route %s: rollout version %d in effect on %s[%d] from offset %d", self.route.name,
+                     self.version, self.input_topic, partition, offset)
+
     # -- shadows ------------------------------------------------------------------------
 
     def producer(self) -> Any:
@@ -199,6 +254,8 @@ class RouteRollout:
 
     async def close(self) -> None:
         """Stop the shadows (queued work is dropped: best effort) and close their producer."""
+        if self.follower is not None:
+            await self.follower.close()
         await asyncio.gather(*(d.close() for d in self.drains.values()))
         if self._producer is not None:
             await self._producer.close()
@@ -281,3 +338,76 @@ class ShadowDrain:
             await delivered
         self.out.inc(len(records) - (1 if owner.summary_topic and deltas.data else 0))
         return records
+
+
+class ControlFollower:
+    """Reads the rollout control topic (compacted, one partition) from its start for the life of the worker and
+    applies each change to its route between two batches: a batch is split by one plan, and batches start in
+    offset order, so a change takes effect at one offset per partition (logged, and in ``/api/rollout``).
+
+    The first batch waits (at most ``CATCH_UP_S``) until the topic has been read to the end it had at start,
+    so a restarted worker splits as the latest change says. Without the topic (not created), it logs once
+    and keeps the config's split."""
+
+    CATCH_UP_S = 15.0
+
+    def __init__(self, owner: RouteRollout) -> None:
+        self.owner = owner
+        self.topic = control_topic(owner.topology)
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def caught_up(self) -> None:
+        if self._ready.is_set():
+            return
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rollout-control-{self.topic}")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready.wait()), self.CATCH_UP_S)
+        except asyncio.TimeoutError:
+            log.warning("route %s: the rollout control topic %s was not read to its end within %.0fs; splitting "
+                        "as configured until it is", self.owner.route.name, self.topic, self.CATCH_UP_S)
+            self._ready.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from topologies.kafka_settings import aiokafka_kwargs
+
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                    **aiokafka_kwargs(self.owner.topology.kafka))
+        try:
+            await consumer.start()
+            tp = TopicPartition(self.topic, 0)
+            if not await consumer.partitions_for_topic(self.topic):
+                log.warning("rollout control topic %s does not exist (infertide topics create makes it); rollouts "
+                            "keep their configured split", self.topic)
+                self._ready.set()
+                return
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            if end == 0:
+                self._ready.set()
+            while True:
+                got = await consumer.getmany(tp, timeout_ms=500)
+                for msg in got.get(tp, []):
+                    try:
+                        value = orjson.loads(msg.value) if msg.value is not None else None
+                        self.owner.apply(msg.key.decode() if msg.key else "", value, msg.offset)
+                    except Exception:  # a bad record must not stop the follower
+                        log.exception("rollout control record at offset %d skipped", msg.offset)
+                if not self._ready.is_set() and await consumer.position(tp) >= end:
+                    self._ready.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("rollout control topic %s: follower stopped; rollouts keep their current split", self.topic)
+            self._ready.set()
+        finally:
+            await consumer.stop()

@@ -80,12 +80,13 @@ def rollout_view(it: InfertideApp, closed: int = 50) -> dict[str, Any]:
                 if prev is None or view["window_start"] >= prev["window_start"]:
                     entry["closed"] = view
                 entry["recent"] = [*entry["recent"], view][-closed:]
-    queues = {}
+    queues, changes = {}, {}
     for runner in getattr(it.routes, "runners", []):
         ro = getattr(runner.pipeline, "rollout", None)
         if ro is not None:
             queues.update({f"{runner.route.name}/{k}": v for k, v in ro.stats().items()})
-    return {"rollouts": out, "shadow_queues": queues, "windows_here": it.windows is not None and bool(
+            changes[runner.route.name] = ro.changes[-50:]  # this worker's applied changes, with where they took effect
+    return {"rollouts": out, "shadow_queues": queues, "changes": changes, "windows_here": it.windows is not None and bool(
         w["current"] or w["closed"])}
 
 

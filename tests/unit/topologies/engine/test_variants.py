@@ -135,7 +135,8 @@ async def test_a_failed_variant_dead_letters_only_its_events() -> None:
     topology = _topology({"variants": [{"name": "canary", "model": "sentiment_v2", "percent": 30}]},
                          max_attempts=1)
     calls, broker = Calls(fail={"sentiment_v2:None"}), FakeBroker()
-    pipe = RoutePipeline(topology, topology.routes[0], infer=calls, send_all=broker.publish, summary_topic="sum")
+    pipe = RoutePipeline(topology, topology.routes[0], infer=calls, send_all=broker.publish, summary_topic="sum",
+                         shadow_producer=FakeBroker)
     recs = [_rec(i) for i in range(100)]
     out = await pipe.process(recs)
     plan = RoutePlan.of(topology, topology.routes[0])
@@ -164,3 +165,30 @@ def test_closed_rollout_windows_report_the_derived_figures() -> None:
     out = finalize("rollout", sums)
     assert out["shadow|next|agreement_rate"] == 0.0 and out["shadow|next|mean_abs_score_diff"] == 0.25
     assert out["variant|canary|mean_score"] == 0.5 and out["variant|canary|count"] == 1
+
+
+async def test_a_control_change_applies_between_batches_and_logs_where_it_took_effect() -> None:
+    topology = _topology(ROLLOUT)
+    calls, broker, shadows = Calls(), FakeBroker(), FakeBroker()
+    pipe = RoutePipeline(topology, topology.routes[0], infer=calls, send_all=broker.publish, summary_topic="sum",
+                         shadow_producer=lambda: shadows)
+    ro = pipe.rollout
+    out = await pipe.process([_rec(i) for i in range(100)])
+    names = {orjson.loads(r.value)["variant"]["name"] for r in out.records if r.topic == "inference.sentiment"}
+    assert names == {"canary", "ft", "sentiment"}
+    # promote the canary: every key to it
+    assert ro.apply("text/sentiment", {"action": "promote", "variants": [
+        {"name": "canary", "model": "sentiment_v2", "percent": 100}]}, offset=7)
+    out = await pipe.process([_rec(i) for i in range(100, 200)])
+    names = {orjson.loads(r.value)["variant"]["name"] for r in out.records if r.topic == "inference.sentiment"}
+    assert names == {"canary"}
+    assert ro.changes[-1]["effective"] == {"0": 100} and ro.changes[-1]["control_offset"] == 7
+    # a change that fails the config's checks is ignored; a tombstone goes back to the config
+    assert not ro.apply("text/sentiment", {"variants": [{"name": "canary", "model": "sentiment_v2",
+                                                         "percent": 101}]}, offset=8)
+    assert not ro.apply("other/sentiment", None, offset=9)
+    assert ro.apply("text/sentiment", None, offset=10)
+    out = await pipe.process([_rec(i) for i in range(200, 300)])
+    names = {orjson.loads(r.value)["variant"]["name"] for r in out.records if r.topic == "inference.sentiment"}
+    assert names == {"canary", "ft", "sentiment"} and ro.changes[-1]["effective"] == {"0": 200}
+    await ro.close()
