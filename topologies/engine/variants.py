@@ -329,7 +329,8 @@ class ShadowDrain:
             if live is not None:
                 deltas.paired(name, live, reply["result"])
         if owner.summary_topic and deltas.data:
-            summary = {"route": owner.route.name, "ts": produced, "shadow": name,
+            # A batch summary's shape with no offset ranges: it covers no input (replays skip it), only adds sums.
+            summary = {"route": owner.route.name, "ts": produced, "topic": owner.input_topic, "ranges": {},
                        "metrics": {f"{METRIC}|{metric_key(owner.route.name, self.model)}": deltas.as_dict()}}
             records.append(OutRecord(owner.summary_topic, owner.route.name.encode(), orjson.dumps(summary)))
         producer = owner.producer()
@@ -384,7 +385,7 @@ class ControlFollower:
         try:
             await consumer.start()
             tp = TopicPartition(self.topic, 0)
-            if not await consumer.partitions_for_topic(self.topic):
+            if self.topic not in await consumer.topics():
                 log.warning("rollout control topic %s does not exist (infertide topics create makes it); rollouts "
                             "keep their configured split", self.topic)
                 self._ready.set()
