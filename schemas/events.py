@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.summary import BatchSummary
+
 __all__ = [
     "SCHEMAS",
     "AnalyticsRecord",
@@ -246,7 +248,7 @@ class DeadLetter(_Wire):
     truncated: bool = False
 
 
-SCHEMAS: dict[str, type[_Wire]] = {
+SCHEMAS: dict[str, type[BaseModel]] = {
     "text.v1": TextEvent,
     "image.v1": ImageEvent,
     "video_frame.v1": VideoFrameEvent,
@@ -257,6 +259,7 @@ SCHEMAS: dict[str, type[_Wire]] = {
     "recommendation.v1": Recommendation,
     "analytics.v1": AnalyticsRecord,
     "dead_letter.v1": DeadLetter,
+    "batch_summary.v1": BatchSummary,
 }
 
 _NAME = re.compile(r"^[a-z_]+\.v\d+$")

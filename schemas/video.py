@@ -29,7 +29,8 @@ from pydantic import Field, model_validator
 
 from schemas.config_base import PositiveFloat, PositiveInt, Strict
 
-__all__ = ["ANY_STREAM", "Anchor", "LineConfig", "StreamGeometry", "TrackerConfig", "VideoConfig", "ZoneConfig"]
+__all__ = ["ANY_STREAM", "Anchor", "LineConfig", "StreamGeometry", "TrackerConfig", "VideoConfig", "ZoneConfig",
+           "state_topic"]
 
 #: The ``streams`` key that applies to every stream without an entry of its own.
 ANY_STREAM = "*"
@@ -133,3 +134,9 @@ class VideoConfig(Strict):
     def geometry(self, stream_id: str) -> StreamGeometry:
         """The lines and zones of ``stream_id``: its own entry, else ``"*"``, else none."""
         return self.streams.get(stream_id) or self.streams.get(ANY_STREAM) or StreamGeometry()
+
+
+def state_topic(consumer_group: str, route: str) -> str:
+    """The compacted topic holding a video route's per-stream snapshots (key ``stream_id``, one partition per
+    input partition): ``<kafka.consumer_group>-<route>-video-state``."""
+    return f"{consumer_group}-{route}-video-state"

@@ -177,3 +177,43 @@ def passthrough(topology: Topology, in_topic: str, out_topic: str, events: int,
                 timeout_s: float = 120.0) -> dict[str, Any]:
     """aiokafka: read ``events`` records of ``in_topic`` from the start and produce each to ``out_topic``."""
     return asyncio.run(_passthrough(topology, in_topic, out_topic, events, timeout_s))
+
+
+def passthrough_confluent(topology: Topology, in_topic: str, out_topic: str, events: int,
+                          timeout_s: float = 120.0) -> dict[str, Any]:
+    """confluent-kafka (the route engine's client): the same passthrough, ``consume(n)`` batches and a produce
+    per record (idempotent, acks=all, the routes' linger), delivery reports served by ``poll``."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from topologies.kafka_settings import confluent_config
+
+    conf = confluent_config(topology.kafka)
+    consumer = Consumer(conf | {"group.id": f"passthrough-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                                "auto.offset.reset": "earliest"})
+    producer = Producer(conf | {"enable.idempotence": True, "acks": "all",
+                                "linger.ms": topology.kafka.producer_linger_s * 1000, "batch.size": 512 * 1024,
+                                "queue.buffering.max.messages": 1_000_000})
+    done, t0 = 0, 0.0
+    try:
+        meta = consumer.list_topics(in_topic, timeout=10)
+        consumer.assign([TopicPartition(in_topic, p, 0) for p in meta.topics[in_topic].partitions])
+        deadline = time.monotonic() + timeout_s
+        while done < events and time.monotonic() < deadline:
+            for m in consumer.consume(2000, 0.5):
+                if m.error() is not None or done >= events:
+                    continue
+                if done == 0:
+                    t0 = time.perf_counter()
+                while True:
+                    try:
+                        producer.produce(out_topic, m.value(), m.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                done += 1
+            producer.poll(0)
+        producer.flush(60)
+        elapsed = time.perf_counter() - t0 if done else 0.0
+    finally:
+        consumer.close()
+    return {"events": done, "seconds": round(elapsed, 3), "events_per_s": done / elapsed if elapsed else 0.0}

@@ -13,7 +13,11 @@ Then, with the workers and Ray stopped so they take no CPU, per route:
 - (a) its bare models in-process at the route's batch size (and the combined
   rate of an event through all of them, one after another);
 - (b) the naive consume-one / infer-one / produce-one loop with kafka-python;
-- (c) aiokafka passthrough of the route's own input records, no model.
+- (c) passthrough of the route's own input records, no model, with aiokafka and with confluent-kafka
+  (the route engine's client): the client comparison.
+
+``--guarantee both`` runs the whole bench once per processing guarantee, one after the other, and
+reports exactly-once over at-least-once (:func:`run_guarantees`).
 
 Everything binds to 127.0.0.1 and every process started is stopped by its own PID.
 """
@@ -33,6 +37,7 @@ from infertide.bench.stack import BenchStack, drain, measure, phase
 __all__ = ["conditions", "run_bench"]
 
 NAIVE_MAX_S = 30.0  # the naive loop is per event: bounded in time as well as in events
+LONE_EVENTS = 20  # the lone-event latency: one every 0.5 s
 
 
 def conditions(opts: BenchOptions, bs: BenchStack) -> dict[str, Any]:
@@ -70,6 +75,10 @@ def _baselines(bs: BenchStack, plan: RoutePlan, sent: int, report: Reporter | No
                                          timeout_s=NAIVE_MAX_S), "client": "kafka-python"}
     phase(report, f"passthrough ({plan.name})")
     out["passthrough"] = {**bl.passthrough(bs.topology, plan.input_topic, names[2], sent), "client": "aiokafka"}
+    phase(report, f"passthrough, confluent-kafka ({plan.name})")
+    bl.create_topics(bs.topology, [names[2] + "-ck"])
+    out["passthrough_confluent"] = {**bl.passthrough_confluent(bs.topology, plan.input_topic, names[2] + "-ck", sent),
+                                    "client": "confluent-kafka"}
     return out
 
 
@@ -79,7 +88,8 @@ def _ratios(p: float, base: dict[str, Any]) -> dict[str, float]:
 
     return {"pipeline_over_bare_model": r(base["bare_model"]["items_per_s"]),
             "pipeline_over_naive_loop": r(base["naive_loop"]["events_per_s"]),
-            "pipeline_over_passthrough": r(base["passthrough"]["events_per_s"])}
+            "pipeline_over_passthrough": r(base["passthrough"]["events_per_s"]),
+            "pipeline_over_passthrough_confluent": r(base["passthrough_confluent"]["events_per_s"])}
 
 
 def run_bench(opts: BenchOptions, report: Reporter | None = None) -> dict[str, Any]:
@@ -100,6 +110,13 @@ def run_bench(opts: BenchOptions, report: Reporter | None = None) -> dict[str, A
             runs[p.name] = measure(bs, p, opts.events, opts.rate, f"r{p.name}", report)
             if not opts.rate:  # saturation: also the drain rate, measured as the passthrough is
                 runs[p.name]["drain"] = drain(bs, p, opts.events, f"d{p.name}", report)
+                if opts.latency:
+                    half = max(1.0, runs[p.name]["drain"]["events_per_s"] / 2)
+                    phase(report, f"latency at half the drain rate, {half:,.0f} events/s ({p.name})")
+                    runs[p.name]["half_rate"] = measure(bs, p, min(opts.events, int(half * 10)), half, f"h{p.name}",
+                                                        report)
+                    phase(report, f"latency of a lone event, one every 0.5 s ({p.name})")
+                    runs[p.name]["lone"] = measure(bs, p, LONE_EVENTS, 2.0, f"l{p.name}", report)
         bs.stop_pipeline()
         routes = []
         for p in bs.plans:
@@ -112,3 +129,14 @@ def run_bench(opts: BenchOptions, report: Reporter | None = None) -> dict[str, A
         bs.close()
     result["wall_s"] = round(time.time() - started, 1)
     return result
+
+
+def run_guarantees(opts: BenchOptions, report: Reporter | None = None) -> dict[str, Any]:
+    """The bench once per guarantee (same options, one after the other), and exactly-once / at-least-once."""
+    from dataclasses import replace
+
+    runs = {g: run_bench(replace(opts, guarantee=g, latency=True), report) for g in ("at-least-once", "exactly-once")}
+    alo, eos = runs["at-least-once"], runs["exactly-once"]
+    rate = (lambda r: r["pipeline"].get("drain", r["pipeline"])["events_per_s"])
+    return {**eos, "guarantees": runs,
+            "eos_over_alo": {"drain": rate(eos) / rate(alo) if rate(alo) else 0.0}}

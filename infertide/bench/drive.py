@@ -1,10 +1,12 @@
 """Drive one route: produce N events (paced or flat out) while reading its result topics and the DLQ.
 
 An event is done when a result for it has arrived on every output topic of its
-route, or when it reached the dead-letter topic. Throughput is measured from
-the first produce to the last result's ``produced_ts`` (or the last produce
-ack, whichever is later); latency is each result's ``timings.e2e_ms`` (event
-``ts`` to result produce), the slowest output per event.
+route, or when it reached the dead-letter topic. Results are read as a downstream
+consumer must read them (``read_committed``). Throughput is measured from the
+first produce to the last result read (or the last produce ack, whichever is
+later); latency is from the event's ``ts`` to when its result is read (in
+exactly-once that includes the wait for the transaction's commit), the slowest
+output per event.
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
             return
         seen = got.setdefault(eid, set())
         seen.add(topic)
-        worst[eid] = max(worst.get(eid, 0.0), float(res["timings"]["e2e_ms"]))
-        produced = int(res["produced_ts"])
+        # Until a read_committed reader has it: in exactly-once that includes the wait for the transaction.
+        produced = now_ms()
+        worst[eid] = max(worst.get(eid, 0.0), float(produced - int(res["ts"])))
         state["last_result_ms"] = max(state["last_result_ms"], produced)
         state["first_result_ms"] = min(state["first_result_ms"] or produced, produced)
         if len(seen) >= need:

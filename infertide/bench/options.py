@@ -44,10 +44,15 @@ class BenchOptions:
             runs at the same batch as the bare baseline, with a quarter of the handle calls (each costs
             the worker about 2 ms of CPU: docs/performance.md).
         chart: where the sweep writes its chart (.png or .svg; default: ``<workdir>/sweep.png``).
+        guarantee: the routes' ``delivery.processing_guarantee``.
+        latency: after saturation, also measure latency at half the drain rate and of a lone event
+            (one every 0.5 s), as the guarantees' comparison reports them.
     """
 
     events: int = 20_000
     rate: float = 0.0
+    guarantee: str = "at-least-once"
+    latency: bool = False
     model: str = "sentiment"
     batch_size: int = 256
     microbatch: int | None = None

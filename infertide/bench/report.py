@@ -104,3 +104,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {p['latency_ms']['p50']:.0f} / {p['latency_ms']['p99']:.0f} | {p['microbatch']['fill']:.0%} "
             f"| {sfill} |")
     return "\n".join(lines) + "\n"
+
+
+def guarantee_summary(result: dict[str, Any]) -> str:
+    """One line per guarantee (drain rate, latency at half rate, lone event) and exactly-once / at-least-once."""
+    lines = []
+    for g, run in result["guarantees"].items():
+        p = run["pipeline"]
+        drain, half, lone = p.get("drain", p), p.get("half_rate", {}), p.get("lone", {})
+        lat = (lambda r, q: r.get("latency_ms", {}).get(q, 0.0))
+        lines.append(f"{g}: drain {drain['events_per_s']:,.0f} events/s; half rate p50 {lat(half, 'p50'):.0f} ms, "
+                     f"p99 {lat(half, 'p99'):.0f} ms; lone event p50 {lat(lone, 'p50'):.0f} ms, p99 {lat(lone, 'p99'):.0f} ms; "
+                     f"fill {p.get('microbatch', {}).get('fill', 0):.0%}")
+    lines.append(f"exactly-once / at-least-once (drain): {result['eos_over_alo']['drain']:.2f}")
+    return "\n".join(lines)

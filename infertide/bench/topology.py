@@ -108,6 +108,7 @@ def for_run(data: dict[str, Any], opts: BenchOptions, bootstrap: str, prefix: st
     data = on_own_topics(data, prefix=prefix, bootstrap=bootstrap, partitions=opts.topic_partitions)
     data["web_port"] = web_port
     data["serve_app_name"] = "infertide-bench"
+    data["delivery"] = {**data.get("delivery", {}), "processing_guarantee": opts.guarantee}
     return data
 
 

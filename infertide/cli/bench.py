@@ -75,6 +75,7 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for one run's results.")] = 300.0,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Logs and configs (default: a temp folder).")] = None,
+    guarantee: Annotated[str, typer.Option("--guarantee", help="delivery.processing_guarantee of the routes: at-least-once, exactly-once, or both (one run each, side by side, with latency at half rate and of a lone event).")] = "at-least-once",
     bootstrap: Bootstrap = None,
 ) -> None:
     """Benchmark the pipeline end to end against three baselines, like Triton's perf_analyzer.
@@ -86,7 +87,8 @@ def bench(
     latency p50/p90/p99, micro-batch and Serve batch fill, DLQ rate, per-worker
     events/s and partitions. Then, with Ray stopped: (a) the bare models in-process at
     the route's batch size, (b) a naive consume-one/infer-one/produce-one loop with
-    kafka-python, (c) aiokafka passthrough. Everything it starts, it stops.
+    kafka-python, (c) passthrough with aiokafka and with confluent-kafka. Everything it
+    starts, it stops. [b]--guarantee both[/b]: the run once per delivery guarantee.
     See docs/performance.md ("Benchmark harness") for every number.
 
     Examples:
@@ -98,12 +100,17 @@ def bench(
       infertide bench --config topologies/default.yaml --tiny --events 2000
 
       infertide bench --sweep --events 20000 --chart docs/img/latency-throughput.png
+
+      infertide bench --model echo --guarantee both --events 50000
     """
     from infertide.bench import BenchOptions
-    from infertide.bench.report import render_sweep, render_tables
+    from infertide.bench.report import guarantee_summary, render_sweep, render_tables
     from infertide.bench.topology import BenchSetupError
     from schemas.topology import ConfigError
 
+    if guarantee not in ("at-least-once", "exactly-once", "both"):
+        err_console.print(f"[red]error:[/red] --guarantee must be at-least-once, exactly-once or both, not {guarantee!r}")
+        raise typer.Exit(2)
     if model not in ("sentiment", "echo"):
         err_console.print(f"[red]error:[/red] --model must be sentiment or echo, not {model!r}")
         raise typer.Exit(2)
@@ -116,9 +123,12 @@ def bench(
                         naive_events=naive_events,
                         bootstrap=bootstrap_of(ctx, bootstrap), timeout_s=timeout_s, workdir=workdir, workers=workers,
                         partitions=partitions, config=config, tiny=tiny, route=route, sweep=sweep,
-                        sweep_fractions=_fractions(sweep_percent), step_s=step_s, chart=chart)
+                        sweep_fractions=_fractions(sweep_percent), step_s=step_s, chart=chart,
+                        guarantee="at-least-once" if guarantee == "both" else guarantee)
     if sweep:
         from infertide.bench.sweep import run_sweep as fn
+    elif guarantee == "both":
+        from infertide.bench.core import run_guarantees as fn
     else:
         from infertide.bench.core import run_bench as fn
     try:
@@ -128,8 +138,13 @@ def bench(
         raise typer.Exit(2) from None
     for note in result["conditions"]["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")
-    for table in ([render_sweep(result)] if sweep else render_tables(result)):
-        console.print(table)
+    for g, run in result.get("guarantees", {"": result}).items():
+        if g:
+            console.print(f"[bold]{g}[/bold]")
+        for table in ([render_sweep(run)] if sweep else render_tables(run)):
+            console.print(table)
+    if "guarantees" in result:
+        console.print(guarantee_summary(result))
     if sweep:
         console.print(f"chart: {result['chart']}")
     if json_path:

@@ -16,6 +16,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from schemas.rollout import control_topic, rollout_topics
 from schemas.tasks import TOPIC_SCHEMAS
 from schemas.topology import KafkaConfig, Topology
+from schemas.video import state_topic
 from topologies.kafka_settings import aiokafka_kwargs
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "aiokafka_kwargs",
     "describe_topics",
     "ensure_topics",
+    "state_topics",
     "kafka_python_kwargs",
     "max_message_bytes",
     "schema_for_topic",
@@ -75,10 +77,18 @@ def describe_topics(topology: Topology, bootstrap: str | None = None, timeout_s:
         admin.close()
 
 
+def state_topics(topology: Topology) -> list[str]:
+    """The compacted topics of the topology's state: one per video route with ``video:`` (its streams'
+    tracker snapshots, :func:`schemas.video.state_topic`), with as many partitions as its input."""
+    return [state_topic(topology.kafka.consumer_group, r.name) for r in topology.routes
+            if r.kind == "video" and r.video is not None]
+
+
 def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: float = 30.0) -> list[str]:
-    """Create every topic of ``topology.topics.names()``, every rollout shadow topic
-    (``schemas.rollout.rollout_topics``) and, when a route has a rollout, the compacted rollout control
-    topic (``schemas.rollout.control_topic``) that is missing; return the ones created.
+    """Create every topic of ``topology.topics.names()`` that is missing, the compacted
+    :func:`state_topics`, every rollout shadow topic (``schemas.rollout.rollout_topics``) and, when a route
+    has a rollout, the compacted rollout control topic (``schemas.rollout.control_topic``); return the ones
+    created.
 
     Idempotent: topics that already exist (or that another process creates at the
     same moment) are left alone. Returns once metadata shows every topic with a
@@ -92,12 +102,15 @@ def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: f
     configs = {"retention.ms": str(t.retention_ms), "max.message.bytes": str(max_message_bytes(topology))}
     admin = _admin(topology, bootstrap, timeout_s)
     try:
-        names = [*t.names(), *(n for n in rollout_topics(topology) if n not in t.names())]  # + shadow topics
+        compacted = set(state_topics(topology))
+        names = t.names() + sorted(compacted)
+        names += [n for n in rollout_topics(topology) if n not in names]  # shadow result topics
         missing = [n for n in names if n not in set(admin.list_topics())]
         created: list[str] = []
         if missing:
+            compact = {"cleanup.policy": "compact", "max.message.bytes": configs["max.message.bytes"]}
             spec = {n: {"num_partitions": t.partitions, "replication_factor": t.replication_factor,
-                        "configs": configs} for n in missing}
+                        "configs": compact if n in compacted else configs} for n in missing}
             result = admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), raise_errors=False)
             for entry in result.get("topics", []):
                 name, code = entry.get("name"), entry.get("error_code", 0)

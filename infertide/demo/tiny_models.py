@@ -25,6 +25,7 @@ __all__ = [
     "build_tiny_clip",
     "build_tiny_sentiment",
     "build_tiny_sentiment_family",
+    "build_tiny_shapes",
     "offline_env",
     "tiny_topology",
     "tiny_topology_dict",
@@ -224,9 +225,18 @@ def build_tiny_classifier(path: Path) -> None:
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
 
 
+@_cached
+def build_tiny_shapes(path: Path) -> None:
+    """The synthetic shape detector (:func:`infertide.demo.shapes.build_shape_detector`) as
+    ``<directory>/shapes.torchscript``, for video routes' tracking tests (docs/video.md)."""
+    from infertide.demo.shapes import build_shape_detector
+
+    build_shape_detector(path / "shapes.torchscript")
+
+
 def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
                        batch_wait_timeout_s: float = 0.02, num_cpus: float = 0.1,
-                       echo: bool = True, finetuned: bool = False) -> dict[str, Any]:
+                       echo: bool = True, shapes: bool = False, finetuned: bool = False) -> dict[str, Any]:
     """Topology data whose models are the tiny checkpoints (built under ``models_dir`` if missing).
 
     Args:
@@ -235,6 +245,8 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
         batch_wait_timeout_s: per-deployment ``batching.batch_wait_timeout_s``.
         num_cpus: per-replica CPUs; small so four deployments fit on 2 cores.
         echo: add an ``echo`` deployment.
+        shapes: add a ``shapes`` deployment: the deterministic shape detector of the demo clip
+            (``infertide.demo.shapes``), which video tracking tests run through (the e2e stack's app).
         finetuned: add ``sentiment_ft``, a sentiment deployment that also hosts two tiny fine-tuned
             checkpoints that answer differently (``ft-0``, ``ft-1``; Serve model multiplexing), for rollouts.
     """
@@ -247,6 +259,13 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
               "max_ongoing_requests": 64}
     models: dict[str, Any] = {
         "sentiment": {"task": "sentiment", "model": str(sent), "options": {"max_length": 64}, **common},
+    }
+    if shapes:  # before ``detection``: with_tiny_models takes the last model of each task
+        models["shapes"] = {"task": "detection",
+                            "model": str(build_tiny_shapes(models_dir / "tiny-shapes") / "shapes.torchscript"),
+                            "options": {"imgsz": 320}, **common,
+                            "batching": {"max_batch_size": 16, "batch_wait_timeout_s": batch_wait_timeout_s}}
+    models |= {
         # A random-init YOLO scores every box near 1e-4 (its class bias prior), so a tiny
         # threshold and max_det keep a few boxes per image: downstream code sees real boxes.
         "detection": {"task": "detection", "model": "yolo11n.yaml",

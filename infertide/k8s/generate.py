@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from schemas.topology import Topology, default_topology_path
+from schemas.video import state_topic
 
 __all__ = [
     "CONFIG_PATH",
@@ -142,6 +143,10 @@ def kafka_topics(topology: Topology, cluster: str = STRIMZI_CLUSTER) -> list[dic
     for name, partitions, config in faust_internal_topics(topology):
         role = "changelog" if name.endswith("-changelog") else "internal"
         docs.append(resource(name, partitions, config, role))
+    for route in topology.routes:  # video routes' tracker snapshots (docs/video.md): one partition per input's
+        if route.kind == "video" and route.video is not None:
+            docs.append(resource(state_topic(topology.kafka.consumer_group, route.name), t.partitions,
+                                 {"cleanup.policy": "compact"}, "state"))
     return docs
 
 

@@ -6,7 +6,9 @@ started again on the same folder and port ("restart"), or frozen with SIGSTOP fo
 groups' session timeout, and thawed with SIGCONT ("pause": every member is expired and rejoins,
 with batches in flight). Then the other half is produced. Every event must get its result, with no
 dead letter and no worker restart, and the analytics windows must count each event once;
-duplicate results (a batch produced but not yet committed) are counted and reported.
+duplicate results (a batch produced but not yet committed) are counted and reported at-least-once,
+and fail the test in exactly-once (read as a ``read_committed`` consumer reads). Both guarantees run
+side by side: a topology and a worker each, on the one broker.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import Counter
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,11 @@ from infertide.local.broker import LocalKafka
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
 from schemas.topology import parse_topology
-from tests.e2e.conftest import Stack, analytics_events, peak_rss_mb, read_topic
+from infertide.local.runtime import WorkerProcess
+from tests.e2e.conftest import (GUARANTEES, Stack, analytics_events, guarantee_edit, peak_rss_mb, read_topic, short,
+                                tally)
 
-pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(480)]
 
 N = 4000
 
@@ -37,23 +41,31 @@ PAUSE_S = 20
 
 @pytest.mark.parametrize("fault", ["restart", "pause"])
 def test_broker_fault_mid_stream_loses_nothing(stack: Stack, tmp_path: Path, fault: str) -> None:
+    """Both guarantees side by side on the one broker that fails: a topology and a worker each."""
     broker = LocalKafka(tmp_path / "kafka").start()
-    worker = None
+    workers: dict[str, WorkerProcess] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    events = [TextEvent(event_id=f"br-{i}", ts=now_ms(), text=f"{'good' if i % 2 else 'bad'} {i}") for i in range(N)]
+    ids = {e.event_id for e in events}
     try:
-        shared, _ = stack.topology("brestart", text={"batch_size": 64, "max_in_flight": 4})
-        data = {**shared.model_dump(exclude_none=True), "kafka": {**shared.kafka.model_dump(exclude_none=True),
-                                                                  "bootstrap_servers": broker.bootstrap}}
-        topology = parse_topology(data)
-        path = tmp_path / "brestart.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        ensure_topics(topology)
-        events = [TextEvent(event_id=f"br-{i}", ts=now_ms(), text=f"{'good' if i % 2 else 'bad'} {i}")
-                  for i in range(N)]
-        worker = stack.worker(topology, path, "brestart-worker").start()
-        worker.wait_ready()
-        produce_events(topology, "text", events[: N // 2])
-        seen = read_topic(broker.bootstrap, topology.topics.sentiment, timeout=120, until=lambda r: len(r) >= N // 8)
-        assert len(seen) < N // 2, "the broker must stop while the worker still has work"
+        topologies = {}
+        for g in GUARANTEES:
+            shared, _ = stack.topology(f"brestart-{short(g)}", edit=guarantee_edit(g),
+                                       text={"batch_size": 64, "max_in_flight": 4})
+            data = {**shared.model_dump(exclude_none=True), "kafka": {**shared.kafka.model_dump(exclude_none=True),
+                                                                      "bootstrap_servers": broker.bootstrap}}
+            topology = topologies[g] = parse_topology(data)
+            path = tmp_path / f"brestart-{short(g)}.yaml"
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            ensure_topics(topology)
+            workers[g] = stack.worker(topology, path, f"brestart-{short(g)}-worker", own_port=True).start()
+        for g in GUARANTEES:
+            workers[g].wait_ready()
+            produce_events(topologies[g], "text", events[: N // 2])
+        for g in GUARANTEES:
+            seen = read_topic(broker.bootstrap, topologies[g].topics.sentiment, timeout=120,
+                              until=lambda r: len(r) >= N // 8)
+            runs[g] = {"seen_before": len(seen)}
         t0 = time.monotonic()
         if fault == "restart":
             broker.stop()
@@ -67,25 +79,31 @@ def test_broker_fault_mid_stream_loses_nothing(stack: Stack, tmp_path: Path, fau
             finally:
                 os.kill(broker.proc.pid, signal.SIGCONT)
         down_s = time.monotonic() - t0
-        produce_events(topology, "text", events[N // 2:])
-        ids = {e.event_id for e in events}
-        results = read_topic(broker.bootstrap, topology.topics.sentiment, timeout=240,
-                             until=lambda r: ids <= {v["event_id"] for _, _, v in r})
-        assert worker.alive(), f"the worker must ride out a broker restart:\n{worker.tail()}"
-        dlq = read_topic(broker.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
-        analytics = analytics_events(broker.bootstrap, topology, "text", expect_in=N)
-        rss = peak_rss_mb(worker)
+        for g in GUARANTEES:
+            produce_events(topologies[g], "text", events[N // 2:])
+        for g, topology in topologies.items():
+            results = read_topic(broker.bootstrap, topology.topics.sentiment, timeout=240,
+                                 until=lambda r: ids <= {v["event_id"] for _, _, v in r})
+            dlq = read_topic(broker.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
+            lost, duplicates = tally(ids, results, dlq)
+            runs[g] |= {"alive": workers[g].alive(), "tail": workers[g].tail(), "results": len(results), "lost": lost,
+                        "duplicates": duplicates, "dlq": len(dlq), "rss": peak_rss_mb(workers[g]),
+                        "analytics": analytics_events(broker.bootstrap, topology, "text", expect_in=N)}
     finally:
-        if worker is not None:
-            worker.stop()
+        for w in workers.values():
+            w.stop()
         broker.stop()
-    out = Counter(v["event_id"] for _, _, v in results)
-    lost = ids - set(out)
-    duplicates = sum(c - 1 for c in out.values() if c > 1)
     how = "stop, 3 s, start" if fault == "restart" else f"SIGSTOP, {PAUSE_S} s, SIGCONT"
-    print(f"\n[broker {fault}] down {down_s:.1f}s ({how}); {N} events: {len(results)} results, "
-          f"{len(lost)} lost, {duplicates} duplicates, {len(dlq)} dead letters; analytics in/out "
-          f"{analytics.get('in', 0):.0f}/{analytics.get('out', 0):.0f} of {N}; worker peak RSS {rss:.0f} MB; 0 restarts")
-    assert not lost, f"{len(lost)} events lost, e.g. {sorted(lost)[:5]}"
-    assert not dlq
-    assert (analytics.get("in"), analytics.get("out"), analytics.get("dlq", 0)) == (N, N, 0), analytics
+    for g, r in runs.items():
+        a = r["analytics"]
+        print(f"\n[broker {fault} {g}] down {down_s:.1f}s ({how}); {N} events: {r['results']} results, "
+              f"{len(r['lost'])} lost, {r['duplicates']} duplicates, {r['dlq']} dead letters; analytics in/out "
+              f"{a.get('in', 0):.0f}/{a.get('out', 0):.0f} of {N}; worker peak RSS {r['rss']:.0f} MB; 0 restarts")
+    for g, r in runs.items():
+        assert r["seen_before"] < N // 2, "the broker must fail while the workers still have work"
+        assert r["alive"], f"{g}: the worker must ride out the broker fault:\n{r['tail']}"
+        assert not r["lost"], f"{g}: {len(r['lost'])} events lost, e.g. {sorted(r['lost'])[:5]}"
+        assert not r["dlq"]
+        a = r["analytics"]
+        assert (a.get("in"), a.get("out"), a.get("dlq", 0)) == (N, N, 0), (g, a)
+    assert runs["exactly-once"]["duplicates"] == 0 and runs["exactly-once"]["results"] == N

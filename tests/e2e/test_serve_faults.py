@@ -29,14 +29,15 @@ from infertide.clients.produce import now_ms, produce_events
 from infertide.local.runtime import WorkerProcess
 from schemas.events import TextEvent
 from schemas.topology import Topology
-from tests.e2e.conftest import Stack, analytics_events, peak_rss_mb, read_topic, rss_mb
+from tests.e2e.conftest import GUARANTEES, Stack, analytics_events, peak_rss_mb, read_topic, rss_mb, short
 from workers.app import build_application
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
 
 
-def _echo_route(options: dict[str, Any], app: str) -> Any:
+def _echo_route(options: dict[str, Any], app: str, guarantee: str = "at-least-once") -> Any:
     def edit(d: dict[str, Any]) -> None:
+        d["delivery"] = {"processing_guarantee": guarantee}
         echo = d["models"]["echo"]
         d["models"] = {"echo": echo | {"options": options, "batching": {"max_batch_size": 32,
                                                                          "batch_wait_timeout_s": 0.01}}}
@@ -52,9 +53,10 @@ def _deploy(topology: Topology) -> None:
 
 
 @contextmanager
-def _echo_worker(stack: Stack, prefix: str, options: dict[str, Any]) -> Iterator[tuple[Topology, WorkerProcess]]:
+def _echo_worker(stack: Stack, prefix: str, options: dict[str, Any], guarantee: str = "at-least-once"
+                 ) -> Iterator[tuple[Topology, WorkerProcess]]:
     """A Serve app ``faults-<prefix>`` with one echo deployment (``options``), and a ready worker routing to it."""
-    topology, path = stack.topology(prefix, edit=_echo_route(options, f"faults-{prefix}"))
+    topology, path = stack.topology(prefix, edit=_echo_route(options, f"faults-{prefix}", guarantee))
     _deploy(topology)
     worker = stack.worker(topology, path, f"{prefix}-worker").start()
     try:
@@ -65,18 +67,20 @@ def _echo_worker(stack: Stack, prefix: str, options: dict[str, Any]) -> Iterator
         serve.delete(topology.serve_app_name)
 
 
-def test_a_replica_killed_mid_stream_costs_nothing(stack: Stack) -> None:
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_a_replica_killed_mid_stream_costs_nothing(stack: Stack, guarantee: str) -> None:
     import ray
 
     n = 3000
-    with _echo_worker(stack, "kill", {"delay_ms": 5}) as (topology, worker):
+    prefix = f"kill-{short(guarantee)}"
+    with _echo_worker(stack, prefix, {"delay_ms": 5}, guarantee) as (topology, worker):
         events = [TextEvent(event_id=f"rk-{i}", ts=now_ms(), text=f"text {i}") for i in range(n)]
         producer = threading.Thread(target=lambda: [produce_events(topology, "text", events[i:i + 150])
                                                     or time.sleep(0.1) for i in range(0, n, 150)])
         producer.start()
         seen = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=60, until=lambda r: len(r) >= n // 5)
         replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                    if a["name"].startswith("SERVE_REPLICA::faults-kill#echo#")]
+                    if a["name"].startswith(f"SERVE_REPLICA::faults-{prefix}#echo#")]
         assert len(replicas) == 1, replicas
         ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
         killed_at = len(seen)
@@ -84,17 +88,20 @@ def test_a_replica_killed_mid_stream_costs_nothing(stack: Stack) -> None:
         ids = {e.event_id for e in events}
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=120,
                              until=lambda r: ids <= {v["event_id"] for _, _, v in r})
-        dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
         analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=n)
+        results += read_topic(stack.bootstrap, topology.topics.sentiment, timeout=2, until=lambda r: False)[len(results):]
+        dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
         rss = peak_rss_mb(worker)
     out = Counter(v["event_id"] for _, _, v in results)
     lost = ids - set(out)
-    print(f"\n[replica kill] killed after {killed_at} results; {n} events: {len(results)} results, {len(lost)} lost, "
+    print(f"\n[replica kill {guarantee}] killed after {killed_at} results; {n} events: {len(results)} results, {len(lost)} lost, "
           f"{sum(c - 1 for c in out.values())} duplicates, {len(dlq)} dead letters; analytics in/out "
           f"{analytics.get('in', 0):.0f}/{analytics.get('out', 0):.0f}; worker peak RSS {rss:.0f} MB; "
           "0 worker restarts, 1 replica restart")
     assert not lost and not dlq
     assert analytics.get("in") == n and analytics.get("out") == n
+    if guarantee == "exactly-once":
+        assert len(results) == n, "exactly-once: every result committed once"
 
 
 def test_a_model_that_raises_for_some_inputs_dead_letters_only_those(stack: Stack) -> None:

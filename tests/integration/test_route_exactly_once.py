@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.topology import Topology, parse_topology
 from tests.integration.test_route_rebalance import PARTITIONS, Echo, _make_topics, _produce, _until_settled, _wait
-from topologies.engine.consumer import RouteConsumer
+from topologies.engine.routes import RouteConsumer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 

@@ -26,7 +26,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from infertide.clients.admin import ensure_topics
 from schemas.topology import Topology, parse_topology
-from topologies.engine.consumer import RouteConsumer
+from topologies.engine.routes import RouteConsumer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 

@@ -34,7 +34,7 @@ from schemas.topology import parse_topology
 from tests.integration.test_route_rebalance import Echo, _committed, _produce, _results
 from topologies.metrics import REGISTRY
 from topologies.engine.replays import summarized_upto
-from topologies.engine.consumer import RouteConsumer
+from topologies.engine.routes import RouteConsumer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = r"""
 import asyncio, json, sys
 from schemas.topology import parse_topology
-from topologies.engine.consumer import RouteConsumer
+from topologies.engine.routes import RouteConsumer
 
 async def echo(model, items):
     await asyncio.sleep(0.05)
@@ -95,10 +95,9 @@ async def _summaries(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 def _beyond_commit(summaries: list[dict[str, Any]], committed: dict[int, int], topic: str) -> dict[int, int]:
     """Per input partition: how many offsets the summaries cover past the group's commit."""
-    wanted = {TopicPartition(topic, p) for p in range(PARTITIONS)}
+    wanted = {(topic, p) for p in range(PARTITIONS)}
     upto = summarized_upto((orjson.dumps(s) for s in summaries), wanted)
-    return {tp.partition: end - committed.get(tp.partition, 0) for tp, end in upto.items()
-            if end > committed.get(tp.partition, 0)}
+    return {p: end - committed.get(p, 0) for (_, p), end in upto.items() if end > committed.get(p, 0)}
 
 
 def _uncounted() -> float:

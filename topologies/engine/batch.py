@@ -238,6 +238,8 @@ class BatchProcessor:
             METRICS.dlq.labels(self.name, stage, reason).inc(n)
         if self.summary_topic:
             # Sent also when nothing in it is counted: its ranges tell a later owner what was summarized.
+            # The batch_summary.v1 contract (schemas/summary.py), built as a dict on the hot path and
+            # checked against the model by the contract tests.
             summary = {"route": self.name, "ts": produced, "topic": self.input_topic,
                        "ranges": {str(p): span for p, span in batch.ranges.items()},
                        "metrics": deltas.as_dict(), "engagements": engagements,

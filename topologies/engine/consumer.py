@@ -1,5 +1,6 @@
-"""The route consumer: per route, one confluent-kafka consumer reads record batches and feeds the route's
-engine; one producer writes its outputs; offsets are committed as the route's guarantee says.
+"""The route consumer: per route, one confluent-kafka consumer reads record batches (:mod:`.fetch`) and feeds
+the route's engine; one producer writes its outputs; offsets are committed as the route's guarantee says
+(:mod:`.delivery`). A worker runs one per route (:mod:`.routes`).
 
 Why not Faust agents: Faust's per-event stream machinery stops at about 7,000 events/s on these cores,
 before any model call (docs/performance.md). Faust stays the app host (aggregator agent, tables, web
@@ -27,91 +28,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.aio import AIOConsumer
 
 from schemas.topology import RouteConfig, Topology
 from schemas.tracing import tracer
 from topologies.engine.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from topologies.engine.fetch import Fetcher
 from topologies.engine.ledger import PartitionLedger
 from topologies.engine.pipeline import InferFn, ObserveFn, RoutePipeline
 from topologies.engine.producer import BatchProducer
-from topologies.engine.records import InputRecord, OutRecord
+from topologies.engine.records import OutRecord
 from topologies.engine.replays import SummaryScanner, summary_offset
-from topologies.engine.topic_limits import read_topic_limits, record_cap
+from topologies.engine.topic_limits import batch_bytes
 from topologies.engine.tracing import WORKER_SERVICE, BatchTracer
+from topologies.engine.video_state import video_route
 from topologies.kafka_settings import confluent_config, route_consumer_config, route_producer_config
 from topologies.metrics import METRICS, forget
 
-__all__ = ["RouteConsumer", "RouteRunner"]
+__all__ = ["RouteRunner"]
 
 log = logging.getLogger(__name__)
 
 BLOCKED_POLL_S = 0.01  # with no free slot, librdkafka is still served this often (rebalances, poll interval)
-
-
-class RouteConsumer:
-    """Every route of a worker process, started and stopped together.
-
-    Args:
-        topology: the validated topology.
-        infer: the model call (Serve handles in production, a fake in tests).
-        summary_topic: the aggregator's summary topic (None: no analytics summaries).
-        observe: dashboard callback per batch.
-        on_fatal: called once when producing fails; the worker must then exit without committing.
-        bootstrap: overrides ``kafka.bootstrap_servers``.
-        worker_id: names this worker's transactional producers (``INFERTIDE_WORKER_ID``, else the host name);
-            keep it stable across restarts and distinct between workers.
-    """
-
-    def __init__(self, topology: Topology, *, infer: InferFn, summary_topic: str | None,
-                 observe: ObserveFn | None = None, on_fatal: Callable[[BaseException], None] | None = None,
-                 bootstrap: str | None = None, worker_id: str | None = None) -> None:
-        worker_id = worker_id or os.environ.get("INFERTIDE_WORKER_ID") or socket.gethostname()
-        self.failed: BaseException | None = None
-        self._on_fatal = on_fatal
-        self.runners = [RouteRunner(topology, route, infer=infer, summary_topic=summary_topic, observe=observe,
-                                    on_fatal=self._fatal, bootstrap=bootstrap, worker_id=worker_id)
-                        for route in topology.routes]
-        self.started = False
-
-    async def start(self) -> None:
-        outputs = {t for r in self.runners for t in r.pipeline.processor.output_topics()}
-        limits = await read_topic_limits(outputs, confluent_config(self.runners[0].topology.kafka,
-                                                                   self.runners[0].bootstrap))
-        for runner in self.runners:
-            await runner.start(limits)
-        self.started = True
-
-    async def stop(self) -> None:
-        await asyncio.gather(*(r.stop() for r in self.runners))
-
-    @property
-    def rebalancing(self) -> bool:
-        return any(r.rebalancing for r in self.runners)
-
-    def assigned(self) -> int:
-        return sum(len(r.ledger.parts) for r in self.runners)
-
-    def lag(self) -> int:
-        return sum(r.lag for r in self.runners)
-
-    def stalled_for(self) -> float:
-        """Seconds since the longest-waiting route with lag last moved its committed offsets."""
-        now = time.monotonic()
-        return max((now - r.delivery.last_progress for r in self.runners if r.lag), default=0.0)
-
-    def _fatal(self, err: BaseException) -> None:
-        if self.failed is None:
-            self.failed = err
-            if self._on_fatal is not None:
-                self._on_fatal(err)
 
 
 class RouteRunner:
@@ -130,17 +72,17 @@ class RouteRunner:
         self.pipeline = RoutePipeline(topology, route, infer=infer, send_all=self._publish, summary_topic=summary_topic,
                                       on_fatal=on_fatal, observe=observe, tracer=spans)
         self.ledger = PartitionLedger(exactly_once=self.exactly_once)
+        self.pipeline.video = video_route(topology, route, self.ledger, confluent_config(topology.kafka, bootstrap))
         self.delivery: Delivery = None  # type: ignore[assignment]  # built in start(), with the producer
         self.consumer: AIOConsumer | None = None
         self.rebalancing = False
         self.lag = 0
         self._task: asyncio.Task[None] | None = None
-        self._carry: list[InputRecord] = []  # fetched while no slot was free: the next batch's first records
-        self._paused: set[tuple[str, int]] = set()
+        self.fetcher: Fetcher = None  # type: ignore[assignment]  # built in start(), with the consumer
 
     async def start(self, limits: dict[str, int]) -> None:
-        caps = [c for t in self.pipeline.processor.output_topics() if (c := record_cap(limits, t)) is not None]
-        conf = route_producer_config(self.topology, self.bootstrap, batch_bytes=min([512 * 1024, *caps]),
+        outputs = self.pipeline.processor.output_topics()
+        conf = route_producer_config(self.topology, self.bootstrap, batch_bytes=batch_bytes(limits, outputs),
                                      transactional_id=self.transactional_id if self.exactly_once else None)
         producer = BatchProducer(conf, locate_topic=None if self.exactly_once else self.summary_topic)
         await producer.know_topics(sorted(self.pipeline.processor.output_topics()))
@@ -154,6 +96,7 @@ class RouteRunner:
         await self.delivery.start()
         self.consumer = self.delivery.consumer = AIOConsumer(route_consumer_config(self.topology, self.bootstrap),
                                                              max_workers=2)
+        self.fetcher = Fetcher(self.consumer, self.ledger, self.route, self.pipeline.executor)
         await self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                       on_lost=self._on_lost)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"route-{self.route.name}")
@@ -210,7 +153,8 @@ class RouteRunner:
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         self.ledger.revoked()  # acks of anything still in flight now belong to the past
-        self._carry, self._paused = [], set()
+        if self.fetcher is not None:
+            self.fetcher.forget()
         for tp in partitions:
             for gauge in (METRICS.assigned, METRICS.consumer_lag, METRICS.committed):
                 forget(gauge, tp.topic, str(tp.partition))
@@ -229,89 +173,12 @@ class RouteRunner:
             try:
                 await asyncio.wait_for(self.pipeline.wait_for_slot(), BLOCKED_POLL_S)
             except asyncio.TimeoutError:
-                await self._while_blocked()
+                await self.fetcher.while_blocked()
                 continue
-            if self._paused:
-                await self.consumer.resume([TopicPartition(*tp) for tp in self._paused])
-                self._paused = set()
-            records = await self._fill(next_commit)
+            records = await self.fetcher.batch(next_commit)
             if records:
                 ticket = self.ledger.submitted(records)
                 await self.pipeline.submit(records, self._ack_for(ticket), ticket)
-
-    async def _while_blocked(self) -> None:
-        """No free slot: pause fetching, but keep serving librdkafka (rebalance callbacks, the poll interval);
-        records it still hands out wait in ``_carry`` for the next batch."""
-        held = set(self.ledger.parts)
-        if held - self._paused:
-            await self.consumer.pause([TopicPartition(*tp) for tp in held - self._paused])
-            self._paused = held
-        generation = self.ledger.generation
-        got = self._records(await self.consumer.consume(self.route.batch_size, 0))
-        if self.ledger.generation != generation:
-            await self._reposition()
-        else:
-            self._carry += got
-
-    async def _fill(self, until: float) -> list[InputRecord]:
-        """One micro-batch: wait (until ``until`` at most) for a first record, then fill it."""
-        assert self.consumer is not None
-        loop, route, ledger = asyncio.get_running_loop(), self.route, self.ledger
-        generation, records, self._carry = ledger.generation, self._carry, []
-        deadline = loop.time() + route.batch_within_s
-        while len(records) < route.batch_size:
-            if not records:
-                wait, want = max(0.001, until - loop.time()), 1  # returns as soon as one record is there
-            else:
-                wait, want = max(0.0, deadline - loop.time()), route.batch_size - len(records)
-            got = self._records(await self.consumer.consume(want, wait))
-            if ledger.generation != generation:  # the assignment changed inside consume: fetch again from commits
-                await self._reposition()
-                return []
-            if not records:
-                if not got:
-                    return []
-                deadline = loop.time() + route.batch_within_s
-                got += self._records(await self.consumer.consume(route.batch_size - len(got), 0))  # queued already
-                if ledger.generation != generation:
-                    await self._reposition()
-                    return []
-                records = got
-                if len(records) < route.batch_size and not self.pipeline.executor.outstanding:
-                    break  # nothing in flight and nothing more queued: don't wait out the window
-                continue
-            records += got
-            if loop.time() >= deadline:
-                break
-        by_partition: dict[tuple[str, int], list[InputRecord]] = {}
-        for rec in records:
-            by_partition.setdefault((rec.topic, rec.partition), []).append(rec)
-        for tp, recs in by_partition.items():
-            ledger.fetched(tp, recs)  # those a previous owner summarized: not counted again
-        return records
-
-    def _records(self, messages: list[Any]) -> list[InputRecord]:
-        out = []
-        for m in messages:
-            if m.error() is not None:
-                if m.error().fatal():
-                    raise KafkaException(m.error())
-                log.warning("route %s: consumer: %s", self.route.name, m.error())
-                continue
-            headers = m.headers()
-            out.append(InputRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                                   dict(headers) if headers else {}))
-        return out
-
-    async def _reposition(self) -> None:
-        """After a rebalance inside a fetch: drop what it returned and read again from the committed offsets."""
-        assert self.consumer is not None
-        self._carry, self._paused = [], set()
-        for (topic, partition), state in self.ledger.parts.items():
-            try:
-                await self.consumer.seek(TopicPartition(topic, partition, state.committed))
-            except KafkaException as err:  # not fetching yet: it starts from the committed offset anyway
-                log.debug("seek %s[%d]: %s", topic, partition, err)
 
     def _ack_for(self, ticket: Any) -> Callable[[list[Any]], Any]:
         async def ack(results: list[Any]) -> None:  # results: the batch's located deliveries, flat

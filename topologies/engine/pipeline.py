@@ -81,6 +81,8 @@ class RoutePipeline:
             route.name, route.max_in_flight, self._publish, on_fatal=on_fatal, on_settled=in_flight.set)
         self._batch_size = METRICS.batch_size.labels(route.name)
         self._events_in = METRICS.events_in.labels(route.name)
+        # A video route's tracking (topologies.engine.video_state.VideoRoute), set by the route runner.
+        self.video: Any = None
         # Variants and shadows of the route's models (None: no rollout); topologies.engine.variants.
         self.rollout = RouteRollout.of(topology, route, infer=infer, summary_topic=summary_topic,
                                        producer_factory=shadow_producer or shadow_producer_for(topology),
@@ -106,10 +108,16 @@ class RoutePipeline:
         async def ack_flat(results: list[Any]) -> Any:  # a delivery resolves as a list; a traced batch's, as one more
             return await ack(list(_flat(results)))
 
-        await self.executor.submit(self._stamped(records, ticket), ack_flat)
+        turn = self.video.enter() if self.video is not None else None  # tracked in submission order
+        try:
+            await self.executor.submit(self._stamped(records, ticket, turn), ack_flat)
+        except BaseException:
+            if turn is not None:
+                turn.release()
+            raise
 
-    async def _stamped(self, records: list[InputRecord], ticket: Any) -> BatchOutput:
-        out = await self.process(records)
+    async def _stamped(self, records: list[InputRecord], ticket: Any, turn: Any = None) -> BatchOutput:
+        out = await self.process(records, ticket=ticket, turn=turn)
         out.ticket = ticket
         return out
 
@@ -117,15 +125,19 @@ class RoutePipeline:
         """Wait until every submitted batch has been produced and acknowledged (False: timed out or failed)."""
         return await self.executor.drain(timeout)
 
-    async def process(self, records: list[InputRecord]) -> BatchOutput:
-        """Everything one batch produces; never raises (unexpected errors dead-letter the batch)."""
+    async def process(self, records: list[InputRecord], *, ticket: Any = None, turn: Any = None) -> BatchOutput:
+        """Everything one batch produces; never raises (unexpected errors dead-letter the batch).
+        ``ticket`` and ``turn``: the batch's ticket and its tracking turn (video routes)."""
         try:
-            return await self._process(records)
+            return await self._process(records, ticket, turn)
         except Exception as err:  # a bug must not lose events: dead-letter them with the reason
             log.exception("route %s: batch failed unexpectedly", self.route.name)
             return self.processor.fail_all(records, err)
+        finally:
+            if turn is not None:
+                turn.release()
 
-    async def _process(self, records: list[InputRecord]) -> BatchOutput:
+    async def _process(self, records: list[InputRecord], ticket: Any = None, turn: Any = None) -> BatchOutput:
         proc = self.processor
         traces = self.tracer.begin(records) if self.tracer is not None else []
         batch = proc.decode(records)
@@ -140,7 +152,9 @@ class RoutePipeline:
                 replies[model] = answer
             if self.rollout is not None:  # rollout sums into the summary; shadow work queued, never awaited
                 self.rollout.after_batch(batch, replies)
+        snapshots = await self.video.apply(batch, replies, ticket, turn) if self.video is not None else []
         out = proc.finish(batch, replies)
+        out.records += snapshots
         out.traces = traces
         if self.observe is not None:
             try:
@@ -167,7 +181,8 @@ class RoutePipeline:
                                            trace=[span_traceparent(s).decode() for s in spans])
 
     async def _publish(self, out: BatchOutput) -> list[Awaitable[Any]]:
-        deliveries = await self.send_all(out.records, out.ticket)
+        records = out.records if self.video is None else self.video.publishable(out.records, out.ticket)
+        deliveries = await self.send_all(records, out.ticket)
         if out.traces:  # the spans end when the broker has acked every record of the batch
             deliveries = [asyncio.ensure_future(BatchTracer.end_after(deliveries, out.traces))]
         return deliveries

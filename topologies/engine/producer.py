@@ -141,7 +141,10 @@ class BatchProducer:
         produce, locate = self._producer.produce, self.locate_topic
         for rec in records:
             n = self._partitions.get(rec.topic) or await self._count(rec.topic)
-            p = partition_for(rec.key, n) if rec.key is not None else next(self._round_robin) % n
+            if rec.partition is not None:
+                p = rec.partition
+            else:
+                p = partition_for(rec.key, n) if rec.key is not None else next(self._round_robin) % n
             cb = deliveries.locate if rec.topic == locate else deliveries.done
             while True:
                 try:

@@ -44,6 +44,7 @@ class OutRecord:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None  # None: by key (Kafka's default partitioner); set: this partition
 
 
 def child_traceparent(parent: bytes | None) -> bytes | None:

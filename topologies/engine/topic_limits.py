@@ -19,19 +19,28 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-__all__ = ["BATCH_OVERHEAD", "read_topic_limits", "record_cap"]
+__all__ = ["BATCH_OVERHEAD", "MAX_BATCH_BYTES", "batch_bytes", "read_topic_limits", "record_cap"]
 
 log = logging.getLogger(__name__)
 
 # A record batch's own header (61 bytes in the v2 format) plus a record's framing (varints,
 # attributes) and our traceparent header, rounded up: what a record may not use of the limit.
 BATCH_OVERHEAD = 256
+MAX_BATCH_BYTES = 512 * 1024  # the producer's record batch at most (librdkafka's batch.size)
 
 
 def record_cap(limits: dict[str, int], topic: str) -> int | None:
     """The largest key + value one record of ``topic`` may have to fit in a batch alone (None: unknown)."""
     limit = limits.get(topic)
     return None if limit is None else max(0, limit - BATCH_OVERHEAD)
+
+
+def batch_bytes(limits: dict[str, int], topics: Iterable[str]) -> int:
+    """The producer's ``batch.size`` for ``topics``: one record batch must fit every topic it may go to (the
+    broker refuses a batch over the topic's ``max.message.bytes`` whole, and librdkafka's batch size is one
+    setting for all topics)."""
+    caps = [c for t in topics if (c := record_cap(limits, t)) is not None]
+    return max(1, min([MAX_BATCH_BYTES, *caps]))
 
 
 async def read_topic_limits(topics: Iterable[str], config: dict[str, Any], timeout_s: float = 10.0) -> dict[str, int]:

@@ -20,7 +20,7 @@ from schemas.topology import Topology
 from topologies.state.aggregator import Aggregator
 from topologies.host.live import LiveState
 from topologies.engine.pipeline import InferFn
-from topologies.engine.consumer import RouteConsumer
+from topologies.engine.routes import RouteConsumer
 from topologies.state.windows import AnalyticsWindows
 import topologies.rollout  # noqa: F401  # registers the ``rollout`` window finalizer (topologies.state.analytics)
 

@@ -112,6 +112,16 @@ def finalize(metric: str, value: dict[str, float]) -> dict[str, float]:
                 out[f"{label}.count"] = v
                 out[f"{label}.mean_score"] = value.get(f"score_sum.{label}", 0.0) / v if v else 0.0
         return out
+    if metric == "video":  # per stream: tracks, lines and zones (topologies/video/fold.py), with their means
+        out = dict(value)
+        frames = value.get("frames", 0.0)
+        for k, v in value.items():
+            if k.endswith(".occupancy_sum"):
+                out[k.removesuffix("_sum") + "_mean"] = v / frames if frames else 0.0
+            elif k.endswith(".dwell_ms_sum"):
+                visits = value.get(k.removesuffix(".dwell_ms_sum") + ".visits", 0.0)
+                out[k.removesuffix("_sum") + "_mean"] = v / visits if visits else 0.0
+        return out
     fin = FINALIZERS.get(metric)
     if fin is not None:
         return fin(value)

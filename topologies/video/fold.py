@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from topologies.state.analytics import finalize
 from topologies.video.zones import ZoneFrame
 
 __all__ = ["METRIC", "VideoWindows", "WindowDelta", "add_to", "finalize_video", "window_starts"]
@@ -160,12 +161,4 @@ def add_to(deltas: Any, window_deltas: Iterable[WindowDelta]) -> None:
 def finalize_video(values: Mapping[str, float]) -> dict[str, float]:
     """What a closed ``video`` window reports: its sums, plus ``zone.<z>.occupancy_mean`` (per frame)
     and ``zone.<z>.dwell_ms_mean`` (per ended visit)."""
-    out = dict(values)
-    frames = values.get("frames", 0.0)
-    for k, v in values.items():
-        if k.endswith(".occupancy_sum"):
-            out[k.removesuffix("_sum") + "_mean"] = v / frames if frames else 0.0
-        elif k.endswith(".dwell_ms_sum"):
-            visits = values.get(k.removesuffix(".dwell_ms_sum") + ".visits", 0.0)
-            out[k.removesuffix("_sum") + "_mean"] = v / visits if visits else 0.0
-    return out
+    return finalize(METRIC, dict(values))  # the analytics windows' own finalize: one definition of the means

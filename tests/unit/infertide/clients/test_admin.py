@@ -40,3 +40,19 @@ def test_client_kwargs_ssl_files(default: dict[str, Any]) -> None:
     kafka = {**default["kafka"], "security_protocol": "SSL", "ssl_cafile": "/etc/ca.pem"}
     topology = parse_topology({**default, "kafka": kafka})
     assert kafka_python_kwargs(topology.kafka)["ssl_cafile"] == "/etc/ca.pem"
+
+
+def test_video_routes_with_tracking_get_a_compacted_state_topic(default: dict[str, Any]) -> None:
+    from infertide.clients.admin import state_topics
+    from infertide.demo.shapes import demo_clip
+    from infertide.k8s.generate import kafka_topics
+
+    assert state_topics(parse_topology(default)) == []
+    models = {"det": {"task": "detection", "model": "x"}}
+    routes = [{"name": "cams", "input": "video", "kind": "video", "models": ["det"], "video": demo_clip().video_config()},
+              {"name": "plain", "input": "video", "kind": "video", "models": ["det"]}]
+    topology = parse_topology({"models": models, "routes": routes, "kafka": {"consumer_group": "g"}})
+    assert state_topics(topology) == ["g-cams-video-state"]
+    state = [d for d in kafka_topics(topology) if d["metadata"]["labels"]["infertide.io/topic-role"] == "state"]
+    assert [(d["spec"]["topicName"], d["spec"]["partitions"], d["spec"]["config"]) for d in state] == [
+        ("g-cams-video-state", topology.topics.partitions, {"cleanup.policy": "compact"})]

@@ -8,7 +8,8 @@ import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from topologies.engine.producer import BatchProducer, partition_for
+from topologies.engine.producer import partition_for
+from topologies.engine.topic_limits import BATCH_OVERHEAD, MAX_BATCH_BYTES, batch_bytes
 
 
 def test_partition_for_matches_kafkas_default_partitioner() -> None:
@@ -27,3 +28,10 @@ def test_known_vectors_from_the_java_client() -> None:
                b"abc": 479470107}
     for key, signed in vectors.items():
         assert partition_for(key, 2**31 - 1) == (signed & 0x7FFFFFFF) % (2**31 - 1)
+
+
+def test_record_batches_fit_the_smallest_max_message_bytes_of_the_routes_output_topics() -> None:
+    limits = {"results": 1_048_588, "dlq": 20_000}
+    assert batch_bytes(limits, ["results", "dlq"]) == 20_000 - BATCH_OVERHEAD
+    assert batch_bytes(limits, ["results"]) == MAX_BATCH_BYTES, "never above the producer's own batch"
+    assert batch_bytes({}, ["unknown"]) == MAX_BATCH_BYTES

@@ -16,7 +16,7 @@ from schemas.events import TextEvent
 from schemas.topology import parse_topology
 from topologies.engine.batch import BatchProcessor
 from topologies.metrics import REGISTRY
-from topologies.engine.records import InputRecord, OutRecord
+from topologies.engine.records import InputRecord
 from topologies.engine.producer import Delivered
 from topologies.engine.replays import SummaryScanner, scan_start, summarized_upto, summary_offset
 
@@ -143,3 +143,14 @@ def test_the_lookup_stays_within_half_a_session() -> None:
 async def test_without_a_summary_topic_nothing_is_looked_up() -> None:
     scanner = SummaryScanner(None, {})
     assert await scanner.learn({("a", 0): (5, "3")}) == {} and await scanner.end() is None
+
+
+def test_every_summary_the_engine_writes_follows_the_batch_summary_contract() -> None:
+    from schemas.summary import BatchSummary
+
+    topology, proc = _processor()
+    batch = proc.decode([_rec(3, 10, counted=False), _rec(3, 12), _rec(1, 7), _rec(1, 8, valid=False)])
+    out = proc.finish(batch, {"s": ([_reply(), _reply(), _reply()], 2.0), "t": ([_reply(tags=True)] * 3, 2.0)})
+    summary = BatchSummary.model_validate_json(next(r.value for r in out.records if r.topic == SUMMARIES))
+    assert summary.ranges == {"3": [10, 13], "1": [7, 9]} and summary.topic == "events.text"
+    assert {e.event_id for e in summary.engagements} == {"e3.12", "e1.7"}

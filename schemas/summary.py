@@ -1,0 +1,49 @@
+"""The batch summary (``batch_summary.v1``): what one route batch adds to analytics and recommendations.
+
+One record per micro-batch on the internal summary topic ``<consumer_group>-summaries`` (one partition),
+written by the route engine (:mod:`topologies.engine.batch`) in the batch's outputs (so in exactly-once
+inside its transaction), read by the analytics fold, the recommendations aggregator and the totals.
+A window marker (``{"marker": <window start ms>}``) shares the topic and is not a summary.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["BatchSummary", "Engagement", "ItemLabels"]
+
+
+class _Summary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Engagement(_Summary):
+    """A user's engagement with an item (one per event of the route's primary model)."""
+
+    user_id: str
+    item_id: str
+    event_id: str
+    weight: float
+
+
+class ItemLabels(_Summary):
+    """An item's labels seen in the batch (max score per label)."""
+
+    item_id: str
+    labels: dict[str, float]
+
+
+class BatchSummary(_Summary):
+    """One batch: its input offset ranges (counted or not) and the deltas of its counted events."""
+
+    route: str
+    ts: Annotated[int, Field(ge=0, description="when the batch's outputs were built, ms since the epoch")]
+    topic: str = Field(description="the route's input topic")
+    ranges: dict[str, Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
+        description='per input partition ("<n>"), [first offset, last offset + 1] over every record of the batch')
+    metrics: dict[str, dict[str, Any]] = Field(
+        description='analytics deltas: "<metric>|<key>" -> {field: number} (topologies.state.analytics)')
+    engagements: list[Engagement] = Field(default_factory=list)
+    items: list[ItemLabels] = Field(default_factory=list)
