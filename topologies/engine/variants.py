@@ -167,6 +167,8 @@ class RouteRollout:
         if failed is not None and all(isinstance(a, BaseException) for a in answers):
             raise failed
         self._answered.setdefault(id(batch), {})[model] = answered
+        while len(self._answered) > 4 * self.route.max_in_flight:  # batches that failed before after_batch
+            self._answered.pop(next(iter(self._answered)))
         return replies, longest
 
     def after_batch(self, batch: Decoded, replies: dict[str, Any]) -> None:
