@@ -35,7 +35,7 @@ Every check here names the key and the fix; they run when the topology loads.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -52,7 +52,9 @@ __all__ = [
     "ShadowConfig",
     "StickyKey",
     "VariantConfig",
+    "changed_rollout",
     "check_rollouts",
+    "control_topic",
     "rollout_topics",
     "shadow_output",
 ]
@@ -257,3 +259,33 @@ def _check_checkpoint_by(topology: Topology, key: str, live: str, by: Checkpoint
         _check_checkpoint(topology, f"{key}.map.{value}", live, cid)
     _check_checkpoint(topology, f"{key}.default", live, by.default)
 
+
+
+# -- changes while events flow (a compacted control topic) ----------------------------------------
+
+
+def control_topic(topology: Topology) -> str:
+    """The compacted topic of rollout changes (key ``<route>/<model>``; value ``{"variants": [...]}``, a
+    tombstone goes back to the config's variants). Created with the others when a route has a rollout."""
+    return f"{topology.kafka.consumer_group}-rollout-control"
+
+
+def changed_rollout(topology: Topology, route: str, model: str, variants: list[dict[str, Any]] | None) -> ModelRollout:
+    """The config's rollout of ``model`` on ``route`` with its variants replaced by ``variants`` (None: the
+    config's), checked as at load (percents, tasks, checkpoints, names); raises ``ValueError`` naming the fix.
+    Only variants change at run time: the sticky key, salt, base and shadows stay the config's."""
+    routes = {r.name: r for r in topology.routes}
+    if route not in routes:
+        raise ValueError(f"route {route!r} is not in the config{did_you_mean(route, list(routes))}")
+    r = routes[route]
+    if model not in r.rollout:
+        raise ValueError(f"route {route!r} has no rollout for {model!r} (it has {sorted(r.rollout)}); fix: add "
+                         f"`routes[].rollout.{model}` to the config (a rollout is changed, not created, at run time)")
+    current = r.rollout[model]
+    if variants is None:
+        return current
+    ro = ModelRollout.model_validate({**current.model_dump(exclude={"variants"}), "variants": variants})
+    changed = r.model_copy(update={"rollout": {**r.rollout, model: ro}})
+    check_rollouts(topology.model_copy(update={"routes": [changed if x.name == route else x
+                                                          for x in topology.routes]}))
+    return ro

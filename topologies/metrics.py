@@ -47,6 +47,13 @@ class _Metrics:
                                        registry=registry)
         self.windows_emitted = Counter("infertide_analytics_windows_total", "Closed analytics windows emitted",
                                        ["metric"], registry=registry)
+        self.shadow_shed = Counter("infertide_shadow_shed_total", "Shadow work dropped because the shadow's queue "
+                                   "was full (routes[].rollout.<model>.shadows[].queue_size)",
+                                   ["route", "model", "shadow"], registry=registry)
+        self.shadow_results = Counter("infertide_shadow_results_total", "Shadow result records produced",
+                                      ["route", "model", "shadow"], registry=registry)
+        self.shadow_queue = Gauge("infertide_shadow_queue_depth", "Events waiting in a shadow's queue",
+                                  ["route", "model", "shadow"], registry=registry)
 
 
 METRICS = _Metrics(REGISTRY)

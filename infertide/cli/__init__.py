@@ -1,7 +1,7 @@
 """The ``infertide`` command line: the root app, which registers the command modules.
 
 One module per command group (``kafka``, ``topics``, ``produce``, ``tail``, ``run`` (``worker``),
-``up``, ``demo``, ``bench``, ``models``, ``k8s``, ``config``). Imports run one way: this module imports
+``up``, ``demo``, ``bench``, ``models``, ``k8s``, ``config``, ``rollout``). Imports run one way: this module imports
 them; they import only :mod:`infertide.cli.options` (shared options, consoles,
 :func:`~infertide.cli.options.topology_from`), never the root back.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 
-from infertide.cli import bench, config, demo, k8s, kafka, models, produce, run, tail, topics, up
+from infertide.cli import bench, config, demo, k8s, kafka, models, produce, rollout, run, tail, topics, up
 from infertide.cli.options import Bootstrap, CliState, ConfigOpt, console, err_console, topology_from
 from infertide.settings import Settings
 
@@ -47,6 +47,7 @@ app.command("bench")(bench.bench)
 app.command("demo")(demo.demo)
 app.add_typer(models.app, name="models")
 app.add_typer(k8s.app, name="k8s")
+app.add_typer(rollout.app, name="rollout")
 app.command("config")(config.show_config)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from schemas.rollout import control_topic, rollout_topics
 from schemas.tasks import TOPIC_SCHEMAS
 from schemas.topology import KafkaConfig, Topology
 from schemas.video import state_topic
@@ -84,8 +85,10 @@ def state_topics(topology: Topology) -> list[str]:
 
 
 def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: float = 30.0) -> list[str]:
-    """Create every topic of ``topology.topics.names()`` that is missing, and the compacted
-    :func:`state_topics`; return the ones created.
+    """Create every topic of ``topology.topics.names()`` that is missing, the compacted
+    :func:`state_topics`, every rollout shadow topic (``schemas.rollout.rollout_topics``) and, when a route
+    has a rollout, the compacted rollout control topic (``schemas.rollout.control_topic``); return the ones
+    created.
 
     Idempotent: topics that already exist (or that another process creates at the
     same moment) are left alone. Returns once metadata shows every topic with a
@@ -101,6 +104,7 @@ def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: f
     try:
         compacted = set(state_topics(topology))
         names = t.names() + sorted(compacted)
+        names += [n for n in rollout_topics(topology) if n not in names]  # shadow result topics
         missing = [n for n in names if n not in set(admin.list_topics())]
         created: list[str] = []
         if missing:
@@ -114,6 +118,19 @@ def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: f
                     created.append(name)
                 elif code != TopicAlreadyExistsError.errno:
                     raise KafkaError(f"creating topic {name!r} failed: error {code} {entry.get('error_message')}")
+        if any(r.rollout for r in topology.routes):  # rollout changes: compacted, one partition (one order)
+            control = control_topic(topology)
+            if control not in set(admin.list_topics()):
+                result = admin.create_topics({control: {
+                    "num_partitions": 1, "replication_factor": t.replication_factor,
+                    "configs": {"cleanup.policy": "compact"}}}, timeout_ms=int(timeout_s * 1000), raise_errors=False)
+                for entry in result.get("topics", []):
+                    code = entry.get("error_code", 0)
+                    if code == 0:
+                        created.append(control)
+                    elif code != TopicAlreadyExistsError.errno:
+                        raise KafkaError(f"creating topic {control!r} failed: error {code} {entry.get('error_message')}")
+            names = [*names, control]
         _wait_visible(admin, names, timeout_s)
         return created
     finally:

@@ -236,7 +236,7 @@ def build_tiny_shapes(path: Path) -> None:
 
 def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
                        batch_wait_timeout_s: float = 0.02, num_cpus: float = 0.1,
-                       echo: bool = True, shapes: bool = False) -> dict[str, Any]:
+                       echo: bool = True, shapes: bool = False, finetuned: bool = False) -> dict[str, Any]:
     """Topology data whose models are the tiny checkpoints (built under ``models_dir`` if missing).
 
     Args:
@@ -247,6 +247,8 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
         echo: add an ``echo`` deployment.
         shapes: add a ``shapes`` deployment: the deterministic shape detector of the demo clip
             (``infertide.demo.shapes``), which video tracking tests run through (the e2e stack's app).
+        finetuned: add ``sentiment_ft``, a sentiment deployment that also hosts two tiny fine-tuned
+            checkpoints that answer differently (``ft-0``, ``ft-1``; Serve model multiplexing), for rollouts.
     """
     models_dir = Path(models_dir)
     sent = build_tiny_sentiment(models_dir / "tiny-sentiment")
@@ -274,6 +276,11 @@ def tiny_topology_dict(models_dir: str | Path, *, max_batch_size: int = 32,
     }
     if echo:
         models["echo"] = {"task": "echo", **common}
+    if finetuned:
+        family = build_tiny_sentiment_family(models_dir / "tiny-sentiment-ft", 2)
+        models["sentiment_ft"] = {"task": "sentiment", "model": str(sent), "options": {"max_length": 64}, **common,
+                                  "multiplex": {"max_models_per_replica": 2,
+                                                "checkpoints": {k: str(p) for k, p in family.items()}}}
     return {
         "name": "infertide-tiny",
         "models": models,

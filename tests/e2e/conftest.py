@@ -41,8 +41,8 @@ class Stack:
                  **route_overrides: Any) -> tuple[Topology, Path]:
         """A topology with its own topics and consumer group (so tests don't share state); ``edit`` may
         change its data before it is validated."""
-        d = on_own_topics(tiny_topology_dict(self.models_dir, shapes=True), prefix=prefix, bootstrap=self.bootstrap,
-                          partitions=4)
+        d = on_own_topics(tiny_topology_dict(self.models_dir, shapes=True, finetuned=True), prefix=prefix,
+                          bootstrap=self.bootstrap, partitions=4)
         d["routes"].append(video_route(max_in_flight=4))
         for r in d["routes"]:
             r.update(route_overrides.get(r["name"], {}))
@@ -90,7 +90,8 @@ class SharedServe:
         key = json.dumps([limits, env], sort_keys=True)
         if self.serve is None or key != self.key:
             self.close()
-            data = tiny_topology_dict(models_dir, shapes=True)  # shapes: tests/e2e/test_video_tracking.py
+            # shapes: tests/e2e/test_video_tracking.py; finetuned (sentiment_ft): tests/e2e/test_rollout.py
+            data = tiny_topology_dict(models_dir, shapes=True, finetuned=True)
             if limits:
                 data["limits"] = limits
             self.serve = RayServe(parse_topology(data, "<tiny>"), num_cpus=2, env=dict(env)).start()

@@ -34,6 +34,7 @@ from topologies.metrics import METRICS
 from topologies.engine.records import InputRecord, OutRecord
 from topologies.engine.serve_client import call_with_retries
 from topologies.engine.tracing import BatchTracer
+from topologies.engine.variants import RouteRollout, shadow_producer_for
 
 __all__ = ["SCHEMA_OF_KIND", "BatchOutput", "InferFn", "ObserveFn", "RoutePipeline", "SendAllFn"]
 
@@ -59,12 +60,16 @@ class RoutePipeline:
         on_fatal: called when producing fails, so the worker can stop without committing.
         observe: ``observe(route, n_in, n_dlq, [(task, event, result)])`` after each batch (dashboard state).
         tracer: spans for traced events (:class:`topologies.engine.tracing.BatchTracer`); None: tracing off.
+        shadow_producer: builds the plain producer of the route's shadow results (rollouts,
+            :mod:`topologies.engine.variants`); None: the default one for ``topology``'s Kafka, and the
+            route follows the rollout control topic (given: tests, no Kafka).
     """
 
     def __init__(self, topology: Topology, route: RouteConfig, *, infer: InferFn, send_all: SendAllFn,
                  summary_topic: str | None,
                  on_fatal: Callable[[BaseException], None] | None = None,
-                 observe: ObserveFn | None = None, tracer: BatchTracer | None = None) -> None:
+                 observe: ObserveFn | None = None, tracer: BatchTracer | None = None,
+                 shadow_producer: Callable[[], Any] | None = None) -> None:
         self.route = route
         self.infer = infer
         self.send_all = send_all
@@ -78,6 +83,10 @@ class RoutePipeline:
         self._events_in = METRICS.events_in.labels(route.name)
         # A video route's tracking (topologies.engine.video_state.VideoRoute), set by the route runner.
         self.video: Any = None
+        # Variants and shadows of the route's models (None: no rollout); topologies.engine.variants.
+        self.rollout = RouteRollout.of(topology, route, infer=infer, summary_topic=summary_topic,
+                                       producer_factory=shadow_producer or shadow_producer_for(topology),
+                                       control=shadow_producer is None)  # with Kafka: follow rollout changes
 
     @property
     def failed(self) -> BaseException | None:
@@ -135,12 +144,14 @@ class RoutePipeline:
         replies: dict[str, Any] = {}
         if batch.valid:
             items = proc.items(batch.valid)
-            answers = await asyncio.gather(*(self._call(m, items, batch.valid) for m in self.route.models),
+            answers = await asyncio.gather(*(self._answer(m, items, batch) for m in self.route.models),
                                            return_exceptions=True)
             for model, answer in zip(self.route.models, answers):
                 if isinstance(answer, BaseException) and not isinstance(answer, InferenceFailed):
                     raise answer
                 replies[model] = answer
+            if self.rollout is not None:  # rollout sums into the summary; shadow work queued, never awaited
+                self.rollout.after_batch(batch, replies)
         snapshots = await self.video.apply(batch, replies, ticket, turn) if self.video is not None else []
         out = proc.finish(batch, replies)
         out.records += snapshots
@@ -152,14 +163,21 @@ class RoutePipeline:
                 log.exception("route %s: observe callback failed", self.route.name)
         return out
 
-    async def _call(self, model: str, items: list[Any], valid: list[InputRecord]) -> Any:
+    async def _answer(self, model: str, items: list[Any], batch: Any) -> Any:
+        """One model's answer for the batch: one call, or with a rollout one per variant (in event order)."""
+        if self.rollout is not None and self.rollout.handles(model):
+            return await self.rollout.call(batch, model, items,
+                                           lambda infer, m, part, recs: self._call(m, part, recs, infer))
+        return await self._call(model, items, batch.valid)
+
+    async def _call(self, model: str, items: list[Any], valid: list[InputRecord], infer: Any = None) -> Any:
         """One model's call for the batch; with tracing, under ``infer`` spans whose ids the replica gets."""
-        tracer = self.tracer
+        tracer, infer = self.tracer, infer or self.infer
         spans = tracer.start_infer(valid, model, len(items)) if tracer is not None else []
         if not spans:
-            return await call_with_retries(self.infer, model, items, self.route)
+            return await call_with_retries(infer, model, items, self.route)
         with finishing(lambda error: BatchTracer.end_infer(spans, error)):
-            return await call_with_retries(self.infer, model, items, self.route,
+            return await call_with_retries(infer, model, items, self.route,
                                            trace=[span_traceparent(s).decode() for s in spans])
 
     async def _publish(self, out: BatchOutput) -> list[Awaitable[Any]]:

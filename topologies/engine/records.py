@@ -128,6 +128,8 @@ def result_record(rec: InputRecord, *, topic: str, reply: dict[str, Any], queue_
                       "queue_ms": max(0.0, queue_ms), "e2e_ms": float(produced - ev.ts)}
     doc["produced_ts"] = produced
     doc.update(reply["result"])
+    if (variant := reply.get("variant")) is not None:  # routes with a rollout: who answered
+        doc["variant"] = variant
     return OutRecord(topic, rec.key, orjson.dumps(doc), _headers(rec))
 
 

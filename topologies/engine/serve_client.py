@@ -88,10 +88,15 @@ class ServeInfer:
             self._handles[model] = h
         return h
 
-    async def __call__(self, model: str, items: list[Any], trace: list[str] | None = None) -> list[dict[str, Any]]:
+    async def __call__(self, model: str, items: list[Any], trace: list[str] | None = None, *,
+                       checkpoint: str | None = None) -> list[dict[str, Any]]:
+        """``checkpoint``: one of the model's ``multiplex.checkpoints`` (rollouts), as Serve's multiplexed model id."""
+        handle = self.handle(model)
+        if checkpoint:
+            handle = handle.options(multiplexed_model_id=checkpoint)
         if trace:
-            return await self.handle(model).infer.remote(items, trace=trace)
-        return await self.handle(model).infer.remote(items)
+            return await handle.infer.remote(items, trace=trace)
+        return await handle.infer.remote(items)
 
 
 async def call_with_retries(infer: Any, model: str, items: list[Any], route: RouteConfig,

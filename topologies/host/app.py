@@ -22,6 +22,7 @@ from topologies.host.live import LiveState
 from topologies.engine.pipeline import InferFn
 from topologies.engine.routes import RouteConsumer
 from topologies.state.windows import AnalyticsWindows
+import topologies.rollout  # noqa: F401  # registers the ``rollout`` window finalizer (topologies.state.analytics)
 
 __all__ = ["InfertideApp", "create_app", "run_worker"]
 

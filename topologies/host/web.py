@@ -10,7 +10,7 @@ from topologies.metrics import render
 if TYPE_CHECKING:
     from topologies.host.app import InfertideApp
 
-__all__ = ["DASHBOARD_HTML", "latest_per_user", "register_views", "summary", "with_system_totals"]
+__all__ = ["DASHBOARD_HTML", "latest_per_user", "register_views", "rollout_view", "summary", "with_system_totals"]
 
 DASHBOARD_HTML = Path(__file__).resolve().parent / "static" / "dashboard.html"
 
@@ -50,6 +50,44 @@ def windows(it: InfertideApp, current: int, closed: int) -> dict[str, list[dict[
     if w is None:
         return {"current": [], "closed": []}
     return {"current": w.current()[:current], "closed": list(w.recent)[-closed:]}
+
+
+def rollout_view(it: InfertideApp, closed: int = 50) -> dict[str, Any]:
+    """``/api/rollout``: per ``<route>/<model>`` with a rollout, its last closed window and the open one, as
+    :func:`topologies.rollout.report` shapes them (variants: count, errors, latency p50 / p99, labels, mean
+    score; shadows: pairs, agreement, mean absolute score difference, confusion, shed, errors), and this
+    worker's shadow queues. Windows are held by the summary topic's owner only (as ``/api/analytics``)."""
+    from topologies.rollout import METRIC, report
+
+    w = windows(it, 10_000, 10_000)
+    out: dict[str, dict[str, Any]] = {}
+    for route in it.topology.routes:
+        for model in route.rollout:
+            out[f"{route.name}/{model}"] = {"route": route.name, "model": model, "closed": None, "current": None,
+                                            "recent": []}
+    for scope, records in (("closed", w["closed"]), ("current", w["current"])):
+        for rec in records:
+            if rec.get("metric") != METRIC or not rec.get("key"):
+                continue
+            entry = out.setdefault(rec["key"], {"route": rec["key"].partition("/")[0],
+                                                "model": rec["key"].partition("/")[2],
+                                                "closed": None, "current": None, "recent": []})
+            view = {"window_start": rec["window_start"], "window_end": rec["window_end"], **report(rec["values"])}
+            if scope == "current":
+                entry["current"] = view
+            else:
+                prev = entry["closed"]
+                if prev is None or view["window_start"] >= prev["window_start"]:
+                    entry["closed"] = view
+                entry["recent"] = [*entry["recent"], view][-closed:]
+    queues, changes = {}, {}
+    for runner in getattr(it.routes, "runners", []):
+        ro = getattr(runner.pipeline, "rollout", None)
+        if ro is not None:
+            queues.update({f"{runner.route.name}/{k}": v for k, v in ro.stats().items()})
+            changes[runner.route.name] = ro.changes[-50:]  # this worker's applied changes, with where they took effect
+    return {"rollouts": out, "shadow_queues": queues, "changes": changes, "windows_here": it.windows is not None and bool(
+        w["current"] or w["closed"])}
 
 
 def latest_per_user(recs: Any, n: int = 10) -> list[dict[str, Any]]:
@@ -92,6 +130,10 @@ def register_views(it: InfertideApp) -> None:
     @app.page("/api/analytics")
     async def analytics(self: Any, request: Any) -> Any:
         return self.json(windows(it, 10_000, 50))
+
+    @app.page("/api/rollout")
+    async def rollout(self: Any, request: Any) -> Any:
+        return self.json(rollout_view(it))
 
     @app.page("/api/recommendations")
     async def recommendations(self: Any, request: Any) -> Any:

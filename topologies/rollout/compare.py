@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from schemas.tasks import TASKS
-from topologies.state.analytics import LATENCY_BUCKETS_MS, percentile
+from topologies.state.analytics import FINALIZERS, LATENCY_BUCKETS_MS, percentile
 
 __all__ = ["METRIC", "NO_LABEL", "RolloutDeltas", "finalize_rollout", "fold", "metric_key", "report", "top"]
 
@@ -176,3 +176,6 @@ def fold(task: str, answers: Iterable[tuple[str, Result | None, float]] = (),
     for shadow, live, mirror in pairs:
         d.paired(shadow, live, mirror)
     return d.as_dict()
+
+
+FINALIZERS[METRIC] = finalize_rollout  # closed windows of metric ``rollout`` report the derived figures too

@@ -11,11 +11,11 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
-__all__ = ["LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "now_ms", "percentile"]
+__all__ = ["FINALIZERS", "LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "now_ms", "percentile"]
 
 
 def now_ms() -> int:
@@ -122,7 +122,15 @@ def finalize(metric: str, value: dict[str, float]) -> dict[str, float]:
                 visits = value.get(k.removesuffix(".dwell_ms_sum") + ".visits", 0.0)
                 out[k.removesuffix("_sum") + "_mean"] = v / visits if visits else 0.0
         return out
+    fin = FINALIZERS.get(metric)
+    if fin is not None:
+        return fin(value)
     return dict(value)
+
+
+# Finalizers of metrics folded by the engine's pure wings, which import this module (so it cannot import
+# them): ``{metric: fn(sums) -> values}``; ``topologies.rollout`` registers ``rollout`` when imported.
+FINALIZERS: dict[str, Callable[[dict[str, float]], dict[str, float]]] = {}
 
 
 def split_key(table_key: Any) -> tuple[str, str]:
