@@ -111,6 +111,8 @@ class RouteRunner:
         if self.consumer is not None:
             await self.consumer.close()  # revokes: in-flight batches drain and commit (_on_revoke)
         await self.pipeline.executor.close()
+        if self.pipeline.rollout is not None:
+            await self.pipeline.rollout.close()  # shadow queues: what they hold is dropped, as documented
         if self.delivery is not None:
             await self.delivery.close()
 
