@@ -31,15 +31,15 @@ def kubectl(cp: ControlPlane, *args: str, input: str | None = None, check: bool 
 
 
 def install_crds(cp: ControlPlane, crds: Path) -> list[str]:
-    """Apply every CRD in ``crds`` (server-side: KubeRay's are too large for the last-applied annotation)
-    and wait until each is established. Returns the CRD names."""
+    """Create every CRD in ``crds`` (or, where they exist, apply them server-side: KubeRay's are too large
+    for client-side apply's last-applied annotation) and wait until each is established. Returns the names."""
     files = sorted(crds.glob("*.yaml"))
     if not files:
         raise FileNotFoundError(f"no CRDs in {crds}: run `make k8s-crds`")
-    args = ["apply", "--server-side", "--field-manager=infertide-tests"]
-    for f in files:
-        args += ["-f", str(f)]
-    kubectl(cp, *args, "-o", "name")
+    args = [arg for f in files for arg in ("-f", str(f))]
+    # create is about twice as fast as a server-side apply of these 4 MB of schemas
+    if kubectl(cp, "create", *args, "-o", "name", check=False).returncode != 0:
+        kubectl(cp, "apply", "--server-side", "--force-conflicts", "--field-manager=infertide", *args, "-o", "name")
     names = kubectl(cp, "get", "crd", "-o", "name").stdout.split()
     kubectl(cp, "wait", "--for=condition=Established", "--timeout=60s", *names)
     return names
