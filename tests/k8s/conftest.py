@@ -95,6 +95,16 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory, crds_dir: Path) -> I
         yield cp
 
 
+@pytest.fixture(scope="session")
+def applied(control_plane: ControlPlane, rendered: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Both overlays applied server-side (each into its own namespace), once per session."""
+    from tests.k8s.kube import apply
+
+    for overlay in OVERLAYS:
+        apply(control_plane, rendered[overlay])
+    return rendered
+
+
 def _operator(start: Callable[[ControlPlane], tuple[Any, str]], cp: ControlPlane, name: str) -> str:
     from infertide.k8s.controlplane import tool
 

@@ -27,14 +27,6 @@ from tests.k8s.kube import apply, get, kubectl, not_kept
 Rendered = dict[str, list[dict[str, Any]]]
 
 
-@pytest.fixture(scope="session")
-def applied(control_plane: Any, rendered: Rendered) -> Rendered:
-    """Both overlays applied (each into its own namespace), once per session."""
-    for overlay in OVERLAYS:
-        apply(control_plane, rendered[overlay])
-    return rendered
-
-
 def one(docs: list[dict[str, Any]], kind: str, name_prefix: str = "") -> dict[str, Any]:
     found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name_prefix)]
     assert len(found) == 1, f"{kind} {name_prefix!r}: {len(found)} documents"
