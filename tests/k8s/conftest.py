@@ -75,9 +75,11 @@ def crds_dir() -> Path:
     return CRDS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def control_plane(tmp_path_factory: pytest.TempPathFactory, crds_dir: Path) -> Iterator[ControlPlane]:
-    """One etcd + kube-apiserver for the session, the CRDs installed; stopped (by PID) at the end."""
+    """One etcd + kube-apiserver for this folder's tests (started once per session, when the first test
+    needs it), the CRDs installed; stopped by PID, operators included, when the last test of tests/k8s
+    is done, so nothing keeps polling while other tiers run."""
     from infertide.k8s.controlplane import ControlPlane, tool
     from infertide.k8s.operators import install_crds
 
@@ -95,7 +97,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory, crds_dir: Path) -> I
         yield cp
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def applied(control_plane: ControlPlane, rendered: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     """Both overlays applied server-side (each into its own namespace), once per session."""
     from tests.k8s.kube import apply
@@ -115,7 +117,7 @@ def _operator(start: Callable[[ControlPlane], tuple[Any, str]], cp: ControlPlane
     return start(cp)[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kuberay(control_plane: ControlPlane) -> str:
     """The KubeRay operator running against the session's control plane; its metrics URL."""
     from infertide.k8s.operators import start_kuberay
@@ -123,7 +125,7 @@ def kuberay(control_plane: ControlPlane) -> str:
     return _operator(start_kuberay, control_plane, "kuberay-operator")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def keda(control_plane: ControlPlane) -> str:
     """The KEDA operator running against the session's control plane; its Prometheus metrics URL."""
     from infertide.k8s.operators import start_keda
