@@ -65,6 +65,9 @@ def lagging(kafka_bootstrap: str) -> Iterator[dict[str, int]]:
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     existing = set(admin.list_topics())
     admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in PLAN if t not in existing])
+    # the broker is the session's: a topic another test made must have the partitions PLAN expects
+    found = {d.get("name") or d.get("topic"): len(d["partitions"]) for d in admin.describe_topics(list(PLAN))}
+    assert found == dict.fromkeys(PLAN, PARTITIONS), f"route topics on the session broker: {found}"
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     ends = end_offsets(kafka_bootstrap)
     offsets = {}
