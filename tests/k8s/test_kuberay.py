@@ -185,6 +185,8 @@ def test_a_serve_config_change_keeps_the_cluster_and_a_cluster_change_prepares_a
     apply(control_plane, [upgraded])
     new = wait_for("a new pending RayCluster for the changed cluster config",
                    lambda: (n := cluster_name(control_plane, ns)) != name and n, timeout_s=30)
-    image = get(control_plane, "rayclusters.ray.io", new, ns)["spec"]["headGroupSpec"]["template"]["spec"]
+    # KubeRay names the pending cluster in the RayService's status first, then creates it
+    image = wait_for(f"RayCluster {new}", lambda: get(control_plane, "rayclusters.ray.io", new, ns))[
+        "spec"]["headGroupSpec"]["template"]["spec"]
     assert image["containers"][0]["image"].endswith("-next")
     apply(control_plane, [rs])  # back to the committed manifest
