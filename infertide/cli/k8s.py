@@ -60,11 +60,17 @@ def k8s_control_plane(
                 start_keda(cp)
             typer.echo(f"control plane at {cp.server}, pids {cp.describe()['pids']}, logs in {run_dir}\n"
                        f"export KUBECONFIG={cp.kubeconfig}\n{tool('kubectl')} get ns\nCtrl-C stops it.")
-            signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
+            # SIGTERM stops it as Ctrl-C does; SIGINT too where a shell started it in the background
+            # (which leaves SIGINT ignored, so Python installs no handler of its own)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.default_int_handler)
             try:
                 signal.pause()
             except KeyboardInterrupt:
                 typer.echo("stopping")
+            # A second Ctrl-C (or a signal sent to the whole process group) must not cut the stop short.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
     except (FileNotFoundError, RuntimeError, TimeoutError) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from err

@@ -225,9 +225,22 @@ class ControlPlane:
             raise
 
     def stop(self) -> None:
-        """Stop what :meth:`start` started, the API server before etcd, each by its PID."""
+        """Stop what :meth:`start` started (operators, then the API server, then etcd), each by its PID.
+
+        Every process is stopped even when stopping one fails or is interrupted; the first error is
+        raised at the end.
+        """
+        error: BaseException | None = None
         while self.processes:
-            self.processes.pop().stop()
+            proc = self.processes.pop()
+            try:
+                proc.stop()
+            except BaseException as err:  # noqa: BLE001 - keep stopping the others, then re-raise
+                if proc.alive():
+                    proc.proc.kill()
+                error = error or err
+        if error is not None:
+            raise error
 
     def _wait_http(self, url: str, name: str, ssl_context: ssl.SSLContext | None) -> None:
         deadline = time.monotonic() + self.start_timeout_s
