@@ -126,7 +126,8 @@ def kafka_topics(topology: Topology, cluster: str = STRIMZI_CLUSTER) -> list[dic
 
     def resource(name: str, partitions: int, config: dict[str, Any], role: str) -> dict[str, Any]:
         return {
-            "apiVersion": "kafka.strimzi.io/v1beta2",
+            # Strimzi 1.x serves v1 only (its CRD no longer carries v1beta2; tests/k8s installs it).
+            "apiVersion": "kafka.strimzi.io/v1",
             "kind": "KafkaTopic",
             "metadata": {
                 # Topic names are valid DNS-1123 subdomains (dots allowed) as long as they are lower case.
@@ -172,23 +173,26 @@ def _serve_available() -> bool:
     return hasattr(app, "serve_deploy_config")
 
 
-def generated_files(source: Path | None = None) -> list[GeneratedFile]:
-    """Every file the generator owns, with its renderer (serve configs only once workers.app has the builder)."""
+def generated_files(source: Path | None = None, k8s: Path = K8S) -> list[GeneratedFile]:
+    """Every file the generator owns, with its renderer (serve configs only once workers.app has the builder).
+
+    ``k8s`` is the tree written to: a copy of ``k8s/`` lets a test render another topology's manifests.
+    """
     source = source or default_topology_path()
     rel = source.relative_to(REPO) if source.is_relative_to(REPO) else source
     default_raw = load_raw(source)
     default = Topology.model_validate(default_raw)
 
-    gpu_dir = K8S / "overlays" / "gpu"
+    gpu_dir = k8s / "overlays" / "gpu"
     overrides = gpu_dir / "topology-overrides.yaml"
     gpu_raw = merge(default_raw, yaml.safe_load(overrides.read_text()) or {})
     gpu = Topology.model_validate(gpu_raw)
     gpu_source = f"{rel} + k8s/overlays/gpu/topology-overrides.yaml"
 
     files = [
-        GeneratedFile(K8S / "base" / "topology.yaml", source.read_text),
+        GeneratedFile(k8s / "base" / "topology.yaml", source.read_text),
         GeneratedFile(
-            K8S / "base" / "kafka-topics.yaml",
+            k8s / "base" / "kafka-topics.yaml",
             lambda: HEADER.format(source=rel) + _dump_all(kafka_topics(default)),
         ),
         GeneratedFile(
@@ -199,7 +203,7 @@ def generated_files(source: Path | None = None) -> list[GeneratedFile]:
     if _serve_available():
         files += [
             GeneratedFile(
-                K8S / "base" / "rayservice-serve-config.yaml",
+                k8s / "base" / "rayservice-serve-config.yaml",
                 lambda: HEADER.format(source=rel) + _dump_all([serve_config_patch(default)]),
             ),
             GeneratedFile(
