@@ -16,26 +16,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from schemas.topology import Topology, parse_topology
-from tests.integration.test_route_rebalance import PARTITIONS, Echo, _make_topics, _produce, _until_settled, _wait
+from schemas.topology import Topology
+from tests.integration.test_route_rebalance import (PARTITIONS, Echo, _make_topics, _produce, _topology,
+                                                   _until_settled, _wait)
 from topologies.engine.routes import RouteConsumer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
-
-
-def _topology(bootstrap: str, prefix: str, drain_s: float) -> Topology:
-    aliases = ("text", "image", "video", "sentiment", "detections", "tags", "classes", "recommendations",
-               "analytics", "dlq")
-    return parse_topology({
-        "kafka": {"bootstrap_servers": bootstrap, "consumer_group": f"{prefix}-g", "session_timeout_s": 6,
-                  "heartbeat_interval_s": 1, "commit_interval_s": 0.2, "revoke_drain_timeout_s": drain_s},
-        "delivery": {"processing_guarantee": "exactly-once"},
-        "topics": {a: f"{prefix}.{a}" for a in aliases} | {"partitions": PARTITIONS},
-        "models": {"echo": {"task": "echo"}},
-        "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["echo"],
-                    "outputs": {"echo": "sentiment"}, "batch_size": 16, "batch_within_s": 0.02,
-                    "max_in_flight": 4}],
-    })
 
 
 async def _committed_results(topology: Topology, want: set[str], timeout: float) -> dict[str, int]:
@@ -62,7 +48,7 @@ async def _committed_results(topology: Topology, want: set[str], timeout: float)
 
 
 async def _run(kafka_bootstrap: str, *, drain_s: float, blocked: bool) -> dict[str, Any]:
-    topology = _topology(kafka_bootstrap, f"eo-{uuid.uuid4().hex[:6]}", drain_s)
+    topology = _topology(kafka_bootstrap, f"eo-{uuid.uuid4().hex[:6]}", drain_s, "exactly-once")
     _make_topics(topology)
     where = await _produce(topology)
     ends = {p: max(off for q, off in where.values() if q == p) + 1 for p in range(PARTITIONS)}

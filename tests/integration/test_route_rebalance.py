@@ -34,12 +34,13 @@ N = 1600
 PARTITIONS = 4
 
 
-def _topology(bootstrap: str, prefix: str, drain_s: float) -> Topology:
+def _topology(bootstrap: str, prefix: str, drain_s: float, guarantee: str = "at-least-once") -> Topology:
     aliases = ("text", "image", "video", "sentiment", "detections", "tags", "classes", "recommendations",
                "analytics", "dlq")
     return parse_topology({
         "kafka": {"bootstrap_servers": bootstrap, "consumer_group": f"{prefix}-g", "session_timeout_s": 6,
                   "heartbeat_interval_s": 1, "commit_interval_s": 0.2, "revoke_drain_timeout_s": drain_s},
+        "delivery": {"processing_guarantee": guarantee},
         "topics": {a: f"{prefix}.{a}" for a in aliases} | {"partitions": PARTITIONS},
         "models": {"echo": {"task": "echo"}},
         "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["echo"],
