@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
 
 from schemas.topology import RouteConfig, Topology
@@ -100,6 +100,7 @@ class RouteRunner:
         await self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                       on_lost=self._on_lost)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"route-{self.route.name}")
+        self._task.add_done_callback(self._ended)
         log.info("route %s started: %s, group %s, topic %s", self.route.name,
                  self.topology.delivery.processing_guarantee, self.topology.kafka.routes_group, self.topic)
 
@@ -115,6 +116,14 @@ class RouteRunner:
             await self.pipeline.rollout.close()  # shadow queues: what they hold is dropped, as documented
         if self.delivery is not None:
             await self.delivery.close()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The route's loop never ends but by cancellation: anything else stops the worker (a supervisor
+        restarts it from the committed offsets) instead of leaving the route silently stalled."""
+        if not task.cancelled() and task.exception() is not None:
+            err = task.exception()
+            log.critical("route %s: its loop failed: %r", self.route.name, err, exc_info=err)
+            self.on_fatal(err)  # type: ignore[arg-type]
 
     # -- rebalance callbacks (run on the event loop while librdkafka waits) -------------
 
@@ -195,7 +204,10 @@ class RouteRunner:
         assert self.consumer is not None
         high = {}
         for tp in list(self.ledger.parts):
-            _, hw = await self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            try:
+                _, hw = await self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException:  # taken away meanwhile
+                continue
             high[tp] = hw
         lags = self.ledger.lag(high)
         self.lag = sum(lags.values())

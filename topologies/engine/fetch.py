@@ -54,8 +54,11 @@ class Fetcher:
         records it still hands out wait in ``_carry`` for the next batch."""
         held = set(self.ledger.parts)
         if held - self._paused:
-            await self.consumer.pause([TopicPartition(*tp) for tp in held - self._paused])
-            self._paused = held
+            try:
+                await self.consumer.pause([TopicPartition(*tp) for tp in held - self._paused])
+                self._paused = held
+            except KafkaException as err:  # taken away meanwhile (the callback runs in the next consume)
+                log.info("route %s: pause: %s", self.route.name, err)
         generation = self.ledger.generation
         got = self._records(await self.consumer.consume(self.route.batch_size, 0))
         if self.ledger.generation != generation:
@@ -66,7 +69,10 @@ class Fetcher:
     async def batch(self, until: float) -> list[InputRecord]:
         """One micro-batch: wait (until ``until`` at most, loop time) for a first record, then fill it."""
         if self._paused:
-            await self.consumer.resume([TopicPartition(*tp) for tp in self._paused])
+            try:
+                await self.consumer.resume([TopicPartition(*tp) for tp in self._paused])
+            except KafkaException as err:  # taken away meanwhile: a new assignment starts unpaused
+                log.info("route %s: resume: %s", self.route.name, err)
             self._paused = set()
         loop, route, ledger = asyncio.get_running_loop(), self.route, self.ledger
         generation, records, self._carry = ledger.generation, self._carry, []
