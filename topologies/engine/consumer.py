@@ -53,6 +53,7 @@ __all__ = ["RouteRunner"]
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT_S = 5.0  # a stop lets the route's loop finish its step (a commit, a fetch) this long
 BLOCKED_POLL_S = 0.01  # with no free slot, librdkafka is still served this often (rebalances, poll interval)
 
 
@@ -78,6 +79,7 @@ class RouteRunner:
         self.rebalancing = False
         self.lag = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.fetcher: Fetcher = None  # type: ignore[assignment]  # built in start(), with the consumer
 
     async def start(self, limits: dict[str, int]) -> None:
@@ -106,9 +108,13 @@ class RouteRunner:
 
     async def stop(self) -> None:
         """Graceful: stop taking, finish (or abandon) in-flight batches, commit, leave the group."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is not None:  # between two steps, not in the middle of a commit or a transactional call
+            self._stopping = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - a failed loop was reported by _ended
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
         if self.consumer is not None:
             await self.consumer.close()  # revokes: in-flight batches drain and commit (_on_revoke)
         await self.pipeline.executor.close()
@@ -118,9 +124,9 @@ class RouteRunner:
             await self.delivery.close()
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        """The route's loop never ends but by cancellation: anything else stops the worker (a supervisor
+        """The route's loop ends only when stopped: anything else stops the worker (a supervisor
         restarts it from the committed offsets) instead of leaving the route silently stalled."""
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and task.exception() is not None and not self._stopping:
             err = task.exception()
             log.critical("route %s: its loop failed: %r", self.route.name, err, exc_info=err)
             self.on_fatal(err)  # type: ignore[arg-type]
@@ -176,7 +182,7 @@ class RouteRunner:
         loop = asyncio.get_running_loop()
         interval = self.topology.kafka.commit_every_s(self.exactly_once)
         next_commit = loop.time() + interval
-        while True:
+        while not self._stopping:
             if loop.time() >= next_commit:
                 await self.delivery.commit()
                 await self._publish_lag()
