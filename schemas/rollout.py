@@ -74,8 +74,9 @@ def _hundredths(p: float) -> float:
     return p
 
 
-class VariantConfig(Strict):
-    """A canary or A/B variant: ``percent`` of the keys go to ``model`` (optionally one of its checkpoints)."""
+class _Answerer(Strict):
+    """What a variant and a shadow share: a model (optionally one of its checkpoints), a share of the
+    events in hundredths of a percent, and the name results and analytics know it by."""
 
     name: VariantName | None = None
     model: str
@@ -89,30 +90,22 @@ class VariantConfig(Strict):
 
     @property
     def label(self) -> str:
-        """The variant's name: ``name``, else ``model`` or ``model:checkpoint``."""
+        """The name: ``name``, else ``model`` or ``model:checkpoint``."""
         return self.name or (f"{self.model}:{self.checkpoint}" if self.checkpoint else self.model)
 
 
-class ShadowConfig(Strict):
+class VariantConfig(_Answerer):
+    """A canary or A/B variant: ``percent`` of the keys go to ``model`` (optionally one of its checkpoints)."""
+
+
+class ShadowConfig(_Answerer):
     """A model that also answers (``percent`` of) the route's events on its own bounded queue, off the live path."""
 
-    name: VariantName | None = None
-    model: str
-    checkpoint: str | None = None
     percent: Percent = 100.0
     # Events waiting for the shadow; when full, new shadow work is shed (and counted), live never waits.
     queue_size: PositiveInt = 1000
     # Topic alias or name for the shadow's results; default ``<live result topic>.shadow``.
     output: str | None = None
-
-    @field_validator("percent")
-    @classmethod
-    def _whole(cls, p: float) -> float:
-        return _hundredths(p)
-
-    @property
-    def label(self) -> str:
-        return self.name or (f"{self.model}:{self.checkpoint}" if self.checkpoint else self.model)
 
 
 class CheckpointBy(Strict):
