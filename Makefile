@@ -12,7 +12,7 @@ export YOLO_OFFLINE ?= 1
 export YOLO_AUTOINSTALL ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: install system-deps jars test test-unit test-fast demo bench bench-workers bench-gpu schemas clean
+.PHONY: install system-deps jars test test-bench test-unit test-fast demo bench bench-workers bench-gpu schemas clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,8 +41,14 @@ jars: $(STAMP)
 
 install: $(STAMP) system-deps jars $(CHECKOV) $(KUSTOMIZE) k8s-tools k8s-crds
 
+# Two pytest-xdist workers (tests/conftest.py's scheduler: a module, or all of unit / k8s, runs whole on one
+# worker, in collection order): most e2e and fault tests wait on brokers, sessions and restarts, not on the CPU.
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not bench" -n 2 --dist loadscope --no-loadscope-reorder
+
+# The benchmarks' own code paths on CPU (the GPU bench's --quick run): minutes, so not in `make test`.
+test-bench: install
+	$(BIN)/python -m pytest tests -m bench
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

@@ -28,7 +28,7 @@ class KafkaConfig(Strict):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
-    # Also the Faust app id: it prefixes internal topics (``<group>-summaries``, table changelogs).
+    # Also the Faust app id: it prefixes internal topics (``<group>-summaries``, ``<group>-recommendations-state``).
     consumer_group: str = "infertide"
     session_timeout_s: PositiveFloat = 10.0
     heartbeat_interval_s: PositiveFloat = 3.0
@@ -69,6 +69,11 @@ class KafkaConfig(Strict):
     def analytics_group(self) -> str:
         """The consumer group that folds the summary topic into analytics windows (one owner at a time)."""
         return f"{self.consumer_group}-analytics"
+
+    @property
+    def recommendations_group(self) -> str:
+        """The consumer group that folds the summary topic into recommendations (one owner at a time)."""
+        return f"{self.consumer_group}-recommendations"
 
     def sasl_password(self) -> str | None:
         """The SASL password read from the environment variable the config names."""

@@ -2,8 +2,9 @@
 
 One record per micro-batch on the internal summary topic ``<consumer_group>-summaries`` (one partition),
 written by the route engine (:mod:`topologies.engine.batch`) in the batch's outputs (so in exactly-once
-inside its transaction), read by the analytics fold, the recommendations aggregator and the totals.
-A window marker (``{"marker": <window start ms>}``) shares the topic and is not a summary.
+inside its transaction), read by the analytics fold, the recommendations fold and the totals.
+A window marker (``{"marker": <window start ms>}``) and an event-time fold snapshot (``{"snapshot": ...}``,
+:mod:`topologies.state.event_windows`) share the topic and are not summaries.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BatchSummary", "Engagement", "ItemLabels"]
+__all__ = ["SUMMARY_PARTITION", "BatchSummary", "Engagement", "ItemLabels"]
+
+#: Every record of the summary topic (summaries, markers, snapshots) is written to, and read from, this
+#: partition. The topic is declared with one; one that a broker auto-created first with more (a client's
+#: metadata request can win the race against the declaration) still works, instead of summaries going to
+#: the partition of their key's hash where the replay scan and the folds never look.
+SUMMARY_PARTITION = 0
 
 
 class _Summary(BaseModel):
@@ -45,5 +52,10 @@ class BatchSummary(_Summary):
         description='per input partition ("<n>"), [first offset, last offset + 1] over every record of the batch')
     metrics: dict[str, dict[str, Any]] = Field(
         description='analytics deltas: "<metric>|<key>" -> {field: number} (topologies.state.analytics)')
+    windows: dict[str, dict[str, dict[str, Any]]] | None = Field(
+        None, description='event-time windows only (analytics.window.time: event): "<window start ms>" -> '
+        '"<metric>|<key>" -> {field: number}, each event\'s deltas under every window its ts falls in')
+    max_ts: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
+        None, description='event-time windows only: per input partition ("<n>"), the largest event ts in the batch')
     engagements: list[Engagement] = Field(default_factory=list)
     items: list[ItemLabels] = Field(default_factory=list)

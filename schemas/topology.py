@@ -45,6 +45,7 @@ __all__ = [
     "TOPIC_ALIASES",
     "TopicsConfig",
     "Topology",
+    "WindowConfig",
     "load_topology",
 ]
 
@@ -68,7 +69,23 @@ class TopicsConfig(Strict):
     dlq: str = "events.dlq"
     partitions: PositiveInt = 4
     replication_factor: PositiveInt = 1
+    # Set on every topic created here (and the summary topic): how many replicas must hold a record before
+    # an acks=all write succeeds. None: the broker's default (min.insync.replicas; 1 unless set there).
+    min_insync_replicas: PositiveInt | None = None
     retention_ms: int = 7 * 24 * 3600 * 1000
+
+    @model_validator(mode="after")
+    def _isr_fits_replication(self) -> TopicsConfig:
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"topics.min_insync_replicas ({self.min_insync_replicas}) exceeds topics.replication_factor "
+                f"({self.replication_factor}): every acks=all write would fail; set it to at most the replication "
+                "factor, e.g. `replication_factor: 3` with `min_insync_replicas: 2` (one broker may fail)")
+        return self
+
+    def topic_configs(self) -> dict[str, str]:
+        """Topic-level settings every topic created here carries (whatever its cleanup policy)."""
+        return {} if self.min_insync_replicas is None else {"min.insync.replicas": str(self.min_insync_replicas)}
 
     def names(self) -> list[str]:
         """Every topic the topology uses, inputs first."""
@@ -122,15 +139,72 @@ class RouteConfig(Strict):
         return self
 
 
+class WindowConfig(Strict):
+    """``analytics.window``: the windows' size and step, and which clock assigns events to them.
+
+    ``time: event``: by each event's ``ts``, closed by a watermark (the smallest, over a route's input
+    partitions, of the largest ``ts`` seen, less ``grace_s``); later events are counted ``late``
+    (:mod:`topologies.state.event_windows`). ``time: log``: by the order summaries reach the log,
+    tumbling only (``step_s`` = ``size_s``; :mod:`topologies.state.windows`).
+    """
+
+    size_s: PositiveInt = 10
+    step_s: PositiveInt | None = Field(None, description="hop between window starts; default size_s (tumbling)")
+    grace_s: Annotated[float, Field(ge=0)] = 0.0
+    time: Literal["event", "log"] = "event"
+    # A partition whose largest ts is this far behind its route's largest is left out of the watermark
+    # (decided from the log alone, so a restart decides the same); None: the watermark waits for it.
+    idle_s: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _step_divides_size(self) -> WindowConfig:
+        step = self.step_s or self.size_s
+        if step > self.size_s or self.size_s % step:
+            raise ValueError(f"analytics.window.step_s ({step}) must divide size_s ({self.size_s}) (windows are "
+                             f"built from step-long panes); e.g. size_s: {self.size_s}, "
+                             f"step_s: {_divisor(self.size_s, step)}")
+        if self.time == "log" and step != self.size_s:
+            raise ValueError("analytics.window.time: log windows are tumbling (by log order); remove step_s "
+                             "or set time: event for hopping windows")
+        if self.time == "log" and (self.grace_s or self.idle_s):
+            raise ValueError("analytics.window.grace_s / idle_s apply to time: event only; remove them or set "
+                             "time: event")
+        return self
+
+
+def _divisor(size: int, near: int) -> int:
+    return max(d for d in range(1, min(size, near) + 1) if size % d == 0)
+
+
 class AnalyticsConfig(Strict):
-    """Tumbling windows over the results, emitted to the analytics topic when they close (at the next
-    ``window_s`` boundary; :mod:`topologies.state.windows`). Readable in the web views while open."""
+    """Windows over the results, emitted to the analytics topic when they close. By default tumbling
+    ``window_s`` windows in log order (:mod:`topologies.state.windows`); ``window:`` sets event-time
+    tumbling or hopping windows with a grace (:mod:`topologies.state.event_windows`). Readable in the
+    web views while open."""
 
     enabled: bool = True
     window_s: PositiveInt = 10
+    window: WindowConfig | None = None
     # Deprecated and ignored: windows are emitted when they close, not on expiry. Accepted so that
     # older topology files still load.
     expires_s: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _one_window_key(self) -> AnalyticsConfig:
+        if self.window is not None and "window_s" in self.model_fields_set and self.window_s != self.window.size_s:
+            raise ValueError(f"analytics.window_s ({self.window_s}) and analytics.window.size_s "
+                             f"({self.window.size_s}) disagree; set only analytics.window")
+        return self
+
+    @property
+    def size_s(self) -> int:
+        """The window size in seconds, whichever key set it."""
+        return self.window.size_s if self.window is not None else self.window_s
+
+    @property
+    def event_time(self) -> WindowConfig | None:
+        """The event-time window settings, or None when windows follow the log."""
+        return self.window if self.window is not None and self.window.time == "event" else None
 
 
 class RecommendationsConfig(Strict):
@@ -199,6 +273,11 @@ class Topology(Strict):
                         f"route {route.name!r} names model {model!r}, which is not under `models:`"
                         f" (known: {sorted(self.models)}){hint}"
                     )
+            ew = self.analytics.event_time
+            if route.video is not None and ew is not None and route.video.window_s not in (None, ew.size_s):
+                raise ValueError(f"route {route.name!r}: video.window_s ({route.video.window_s}) differs from "
+                                 f"analytics.window.size_s ({ew.size_s}); event-time windows file video counts "
+                                 "under the analytics windows: remove video.window_s")
             if route.video is not None and not any(self.models[m].task == "detection" for m in route.models):
                 raise ValueError(f"route {route.name!r} has `video:` but no detection model to track; add one "
                                  "to its `models:` (e.g. models: [detection])")

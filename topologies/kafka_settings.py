@@ -76,6 +76,9 @@ def route_consumer_config(topology: Topology, bootstrap: str | None = None) -> d
     }
 
 
+MAX_BATCH_BYTES = 512 * 1024  # a route producer's record batch at most (librdkafka's batch.size)
+
+
 def route_producer_config(topology: Topology, bootstrap: str | None = None, *, transactional_id: str | None = None,
                           batch_bytes: int | None = None) -> dict[str, Any]:
     """A route producer's settings: idempotent, acks=all, a short linger; transactional when given an id."""
@@ -83,8 +86,8 @@ def route_producer_config(topology: Topology, bootstrap: str | None = None, *, t
     conf = confluent_config(k, bootstrap) | {
         "enable.idempotence": True, "acks": "all", "linger.ms": k.producer_linger_s * 1000,
         "message.max.bytes": topology.max_message_bytes(),
-        "batch.size": batch_bytes or 512 * 1024,
-        "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 512 * 1024,
+        "batch.size": batch_bytes or MAX_BATCH_BYTES,
+        "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 512 * 1024,  # 512 MB
     }
     if transactional_id is not None:
         conf["transactional.id"] = transactional_id

@@ -27,6 +27,12 @@ class _Metrics:
             "again in analytics (a summary of the previous owner had them)", ["route"], registry=registry)
         self.frames_dropped = Counter("infertide_frames_dropped_total", "Video frames not inferred",
                                       ["route", "reason"], registry=registry)
+        self.video_frames = Counter("infertide_video_frames_tracked_total", "Video frames through a route's "
+                                    "trackers: outcome tracked, or stale (behind its stream's last frame: boxes "
+                                    "without track_id, not counted)", ["route", "outcome"], registry=registry)
+        self.video_streams = Counter("infertide_video_streams_total", "Video streams restored from a snapshot "
+                                     "(how: restored) or started afresh because their pts went back past "
+                                     "tracker.restart_after_s (how: restarted)", ["route", "how"], registry=registry)
         self.in_flight = Gauge("infertide_in_flight_calls", "Micro-batches in flight to Serve",
                                ["route"], registry=registry)
         self.batch_size = Histogram("infertide_microbatch_size", "Events per micro-batch taken from Kafka",

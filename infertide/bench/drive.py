@@ -12,6 +12,7 @@ output per event.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -22,7 +23,16 @@ import orjson
 from infertide.bench import events as ev
 from infertide.bench.options import Reporter
 
-__all__ = ["RoutePlan", "drive", "plans"]
+__all__ = ["RoutePlan", "answer_digest", "drive", "plans"]
+
+# What differs between two runs of the same events even when the answers are the same (ids, times, who answered).
+_VOLATILE = frozenset({"event_id", "ts", "timings", "produced_ts", "variant"})
+
+
+def answer_digest(result: dict[str, Any]) -> bytes:
+    """A short digest of a result record without its ids, times and ``variant``: equal when the answer is."""
+    kept = {k: v for k, v in result.items() if k not in _VOLATILE}
+    return hashlib.blake2b(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
 
 
 @dataclass(frozen=True)
@@ -67,11 +77,13 @@ async def _open(topology: Any, topics: list[str]) -> tuple[Any, Any]:
 
 async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str, timeout_s: float,
                 report: Reporter | None = None, max_s: float | None = None,
-                image_size: tuple[int, int] = (64, 48), hold: Callable[[], None] | None = None) -> dict[str, Any]:
+                image_size: tuple[int, int] = (64, 48), hold: Callable[[], None] | None = None,
+                answers: dict[tuple[str, int], bytes] | None = None) -> dict[str, Any]:
     """Produce ``n`` events of ``plan`` (paced at ``rate``; stop producing after ``max_s``) and read the results.
 
     With ``hold``, every event is produced first, then ``hold()`` runs (the bench restarts the stopped
     workers there) and only then are results read: the drain measurement, no producer competing.
+    With ``answers``, each result's :func:`answer_digest` is put there under (output topic, event index).
     """
     from infertide.clients.produce import now_ms
     from schemas.codec import encode
@@ -122,6 +134,8 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
             return
         seen = got.setdefault(eid, set())
         seen.add(topic)
+        if answers is not None:
+            answers[(topic, int(eid.rpartition("-")[2]))] = answer_digest(res)
         # Until a read_committed reader has it: in exactly-once that includes the wait for the transaction.
         produced = now_ms()
         worst[eid] = max(worst.get(eid, 0.0), float(produced - int(res["ts"])))

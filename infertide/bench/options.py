@@ -47,6 +47,13 @@ class BenchOptions:
         guarantee: the routes' ``delivery.processing_guarantee``.
         latency: after saturation, also measure latency at half the drain rate and of a lone event
             (one every 0.5 s), as the guarantees' comparison reports them.
+        shadow: built-in echo topology only: the live drain without a shadow, with a shadow of the same model
+            and with a slow shadow, side by side (:mod:`infertide.bench.shadow`) instead of the baselines.
+        shadow_delay_ms: the slow shadow's model (echo's ``delay_ms`` option) sleeps this long per model batch.
+        shadow_rounds: rounds of the three runs (each round in another order); the no-shadow runs' spread is
+            the noise the ratios are read against.
+        shadow_queue: each shadow's ``queue_size`` (default: 4 x the route's micro-batch).
+        shadow_settle_s: after a live drain, wait at most this long for the shadow's queue to empty.
     """
 
     events: int = 20_000
@@ -73,10 +80,19 @@ class BenchOptions:
     step_s: float = 10.0
     image_size: tuple[int, int] = (64, 48)
     chart: Path | None = None
+    shadow: bool = False
+    shadow_delay_ms: float = 1000.0
+    shadow_rounds: int = 2
+    shadow_queue: int | None = None
+    shadow_settle_s: float = 30.0
 
     @property
     def route_batch(self) -> int:
         return self.microbatch or 4 * self.batch_size
+
+    @property
+    def shadow_queue_size(self) -> int:
+        return self.shadow_queue or 4 * self.route_batch
 
     @property
     def topic_partitions(self) -> int:

@@ -1,4 +1,4 @@
-"""The bench results as rich tables: one per route (pipeline, fills, workers, baselines), and the sweep."""
+"""The bench results as rich tables: one per route (pipeline, fills, workers, baselines), the sweep, and --shadow."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["markdown", "render_sweep", "render_table", "render_tables"]
+__all__ = ["guarantee_summary", "markdown", "render_shadow", "render_sweep", "render_table", "render_tables",
+           "shadow_summary"]
 
 
 def _ratio(x: float) -> str:
@@ -117,4 +118,63 @@ def guarantee_summary(result: dict[str, Any]) -> str:
                      f"p99 {lat(half, 'p99'):.0f} ms; lone event p50 {lat(lone, 'p50'):.0f} ms, p99 {lat(lone, 'p99'):.0f} ms; "
                      f"fill {p.get('microbatch', {}).get('fill', 0):.0%}")
     lines.append(f"exactly-once / at-least-once (drain): {result['eos_over_alo']['drain']:.2f}")
+    return "\n".join(lines)
+
+
+def _shadow_cell(run: dict[str, Any], key: str) -> str:
+    s = run.get("shadow")
+    if not s:
+        return "-"
+    end, settled = s["at_live_end"], s["settled"]
+    if key == "answered":
+        tail = "" if settled["settled"] else f" (queue not empty after {settled['settle_s']:.0f} s)"
+        return f"{end['results']:,} / {settled['results']:,}{tail}"
+    return f"{settled[key]:,}"
+
+
+def _batches(run: dict[str, Any]) -> str:
+    m = run.get("at_live_end", {})
+    return f"{m.get('microbatches', 0)} ({m.get('mean_microbatch', 0):.0f})"
+
+
+def _calls(run: dict[str, Any]) -> str:
+    calls = run.get("at_live_end", {}).get("serve_calls", {})
+    return ", ".join(f"{v['mean_ms']:.0f} ({m}: {v['calls']})" for m, v in calls.items()) or "-"
+
+
+def render_shadow(result: dict[str, Any]) -> Table:
+    """``--shadow``: one row per drain (live events/s, its ratio to the round's no-shadow drain, the shadow's counts)."""
+    c, sh = result["conditions"], result["shadow"]
+    t = Table(title=f"infertide bench --shadow: route text (echo), {c['events']:,} events per drain, "
+                    f"slow shadow {c['shadow_delay_ms']:.0f} ms per model batch of {c['batch_size']}, shadow queue "
+                    f"{c['shadow_queue_size']:,}, {c['workers']} worker(s), {c['partitions']} partitions, "
+                    f"{c['cpus']} CPUs")
+    for col in ("round", "shadow", "live drain events/s", "/ no shadow (round)", "worker CPU us / live event",
+                "load avg", "micro-batches (mean)", "Serve call ms (model: calls)", "live results", "answers as reference", "shadow offered", "shed",
+                "answered at live end / settled"):
+        t.add_column(col, justify="left" if col in ("shadow", "answers as reference") else "right")
+    none = {r["round"]: r["drain"]["events_per_s"] for r in sh["runs"] if r["scenario"] == "none"}
+    for r in sh["runs"]:
+        d, a = r["drain"], r["answers"]
+        base = none.get(r["round"])
+        t.add_row(str(r["round"] + 1), r["scenario"], f"{d['events_per_s']:,.0f}",
+                  f"{d['events_per_s'] / base:.2f}" if base else "-", f"{r['worker_cpu']['live_us_per_event']:.0f}",
+                  f"{r['load_average']:.1f}", _batches(r), _calls(r), f"{d['results']:,}/{d['sent']:,}",
+                  f"{a['identical']:,} identical, {a['differ']} differ, {a['missing']} missing",
+                  _shadow_cell(r, "offered"), _shadow_cell(r, "shed"), _shadow_cell(r, "answered"))
+    return t
+
+
+def shadow_summary(result: dict[str, Any]) -> str:
+    """Per scenario the mean live drain and mean ratio to no shadow; the no-shadow drains' spread (the noise)."""
+    s = result["shadow"]["summary"]
+    lines = [f"{sc}: live drain mean {v['mean_events_per_s']:,.0f} events/s, / no shadow "
+             + (", ".join(f"{x:.2f}" for x in v["ratio_to_none"]) or "-")
+             + (f" (mean {v['mean_ratio']:.2f})" if len(v["ratio_to_none"]) > 1 else "")
+             + "; worker CPU per live event / no shadow "
+             + (", ".join(f"{x:.2f}" for x in v["cpu_ratio_to_none"]) or "-")
+             for sc, v in s["scenarios"].items()]
+    noise = s["noise"]
+    lines.append("noise (no-shadow drains, (max - min) / mean): "
+                 + (f"{noise:.0%}" if noise is not None else "one round, not measured (use --shadow-rounds 2+)"))
     return "\n".join(lines)

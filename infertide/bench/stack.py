@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,11 +204,16 @@ def measure(bs: BenchStack, plan: RoutePlan, n: int, rate: float, tag: str, repo
     }
 
 
-def drain(bs: BenchStack, plan: RoutePlan, n: int, tag: str, report: Reporter | None = None) -> dict[str, Any]:
+def drain(bs: BenchStack, plan: RoutePlan, n: int, tag: str, report: Reporter | None = None,
+          answers: dict[tuple[str, int], bytes] | None = None,
+          on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
     """The workers' drain rate: stop them, fill the input topic with ``n`` events, start them, time the results.
 
     Measured like the passthrough baseline (a topic already full, nothing producing beside it), from the
     first result's ``produced_ts`` to the last one's, so the workers' start and group join are not in it.
+    The workers start with their ``config_path`` as it is then (``--shadow`` points it at another route
+    config). ``answers``: see :func:`infertide.bench.drive.drive`; ``on_ready()`` runs once the restarted
+    workers are ready, before any result is read.
     """
     workers = list(bs.stack.procs)
     for w in workers:
@@ -219,9 +225,11 @@ def drain(bs: BenchStack, plan: RoutePlan, n: int, tag: str, report: Reporter | 
             w.start()
         for w in workers:
             w.wait_ready()
+        if on_ready is not None:
+            on_ready()
 
     run = run_drive(bs.topology, plan, n, 0, f"{bs.prefix}{tag}", bs.opts.timeout_s, report, None,
-                    bs.opts.image_size, hold=restart)
+                    bs.opts.image_size, hold=restart, answers=answers)
     span_s = max(run["last_result_ms"] - run["first_result_ms"], 1) / 1000
     return {"sent": run["sent"], "results": run["results"], "dlq": run["dlq"],
             "missing": run["sent"] - run["results"] - run["dlq"], "seconds": round(span_s, 3),

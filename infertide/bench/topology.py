@@ -17,8 +17,11 @@ import yaml
 from infertide.bench.options import BenchOptions
 from infertide.demo.topology import on_own_topics
 
-__all__ = ["BenchSetupError", "MissingCheckpoints", "builtin_dict", "config_dict", "for_run", "write"]
+__all__ = ["SLOW_SHADOW_MODEL", "BenchSetupError", "MissingCheckpoints", "builtin_dict", "config_dict", "for_run",
+           "write"]
 
+#: ``--shadow``: the slow shadow's deployment, an echo model sleeping ``delay_ms`` per model batch.
+SLOW_SHADOW_MODEL = "echo_slow"
 
 
 class BenchSetupError(ValueError):
@@ -43,9 +46,12 @@ def builtin_dict(opts: BenchOptions, models_dir: Path) -> dict[str, Any]:
         model = {"task": "echo", **common}
     else:
         raise ValueError(f"--model must be sentiment or echo, not {opts.model!r}")
+    models = {opts.model: model}
+    if opts.shadow:  # deployed from the start, so switching the route's shadow restarts only the workers
+        models[SLOW_SHADOW_MODEL] = {"task": "echo", "options": {"delay_ms": opts.shadow_delay_ms}, **common}
     return {
         "name": "infertide-bench",
-        "models": {opts.model: model},
+        "models": models,
         "routes": [{"name": "text", "input": "text", "kind": "text", "models": [opts.model],
                     "outputs": {opts.model: "sentiment"}, "batch_size": opts.route_batch,
                     "batch_within_s": opts.batch_within_s, "max_in_flight": opts.max_in_flight}],

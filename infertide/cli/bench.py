@@ -76,6 +76,10 @@ def bench(
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for one run's results.")] = 300.0,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Logs and configs (default: a temp folder).")] = None,
     guarantee: Annotated[str, typer.Option("--guarantee", help="delivery.processing_guarantee of the routes: at-least-once, exactly-once, or both (one run each, side by side, with latency at half rate and of a lone event).")] = "at-least-once",
+    shadow: Annotated[bool, typer.Option("--shadow", help="With --model echo: the live drain without a shadow, with a shadow of the same model and with a slow shadow, side by side, instead of the baselines.")] = False,
+    shadow_delay_ms: Annotated[float, typer.Option("--shadow-delay-ms", min=0, help="--shadow: the slow shadow sleeps this long per model batch.")] = 1000.0,
+    shadow_rounds: Annotated[int, typer.Option("--shadow-rounds", min=1, help="--shadow: rounds of the three drains, each round in another order (2+: the no-shadow drains' spread is the noise).")] = 2,
+    shadow_queue: Annotated[int | None, typer.Option("--shadow-queue", min=1, help="--shadow: each shadow's queue_size (default 4 x the micro-batch).")] = None,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Benchmark the pipeline end to end against three baselines, like Triton's perf_analyzer.
@@ -89,6 +93,8 @@ def bench(
     the route's batch size, (b) a naive consume-one/infer-one/produce-one loop with
     kafka-python, (c) passthrough with aiokafka and with confluent-kafka. Everything it
     starts, it stops. [b]--guarantee both[/b]: the run once per delivery guarantee.
+    [b]--shadow[/b]: the live drain with no shadow, a shadow of the same model and a slow
+    shadow, side by side, with the shadow's shed and answered counts.
     See docs/performance.md ("Benchmark harness") for every number.
 
     Examples:
@@ -102,9 +108,11 @@ def bench(
       infertide bench --sweep --events 20000 --chart docs/img/latency-throughput.png
 
       infertide bench --model echo --guarantee both --events 50000
+
+      infertide bench --model echo --shadow --events 20000
     """
     from infertide.bench import BenchOptions
-    from infertide.bench.report import guarantee_summary, render_sweep, render_tables
+    from infertide.bench.report import guarantee_summary, render_shadow, render_sweep, render_tables, shadow_summary
     from infertide.bench.topology import BenchSetupError
     from schemas.topology import ConfigError
 
@@ -115,6 +123,11 @@ def bench(
         err_console.print(f"[red]error:[/red] --model must be sentiment or echo, not {model!r}")
         raise typer.Exit(2)
     config = config_of(ctx, config)  # a chosen topology (every route) instead of the built-in one
+    if shadow and (model != "echo" or config is not None or sweep or guarantee == "both"):
+        err_console.print("[red]error:[/red] --shadow drains the built-in echo route (its slow shadow is echo's "
+                          "delay_ms option) at one guarantee, without --config, --sweep or --guarantee both. "
+                          "Fix: infertide bench --model echo --shadow")
+        raise typer.Exit(2)
     if tiny and config is None:
         err_console.print("[red]error:[/red] --tiny swaps the models of a --config topology; the built-in "
                           "topology is tiny already. Fix: add --config FILE, or drop --tiny.")
@@ -124,8 +137,11 @@ def bench(
                         bootstrap=bootstrap_of(ctx, bootstrap), timeout_s=timeout_s, workdir=workdir, workers=workers,
                         partitions=partitions, config=config, tiny=tiny, route=route, sweep=sweep,
                         sweep_fractions=_fractions(sweep_percent), step_s=step_s, chart=chart,
-                        guarantee="at-least-once" if guarantee == "both" else guarantee)
-    if sweep:
+                        guarantee="at-least-once" if guarantee == "both" else guarantee, shadow=shadow,
+                        shadow_delay_ms=shadow_delay_ms, shadow_rounds=shadow_rounds, shadow_queue=shadow_queue)
+    if shadow:
+        from infertide.bench.shadow import run_shadow as fn
+    elif sweep:
         from infertide.bench.sweep import run_sweep as fn
     elif guarantee == "both":
         from infertide.bench.core import run_guarantees as fn
@@ -138,11 +154,14 @@ def bench(
         raise typer.Exit(2) from None
     for note in result["conditions"]["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")
-    for g, run in result.get("guarantees", {"": result}).items():
+    for g, run in ({} if shadow else result.get("guarantees", {"": result})).items():
         if g:
             console.print(f"[bold]{g}[/bold]")
         for table in ([render_sweep(run)] if sweep else render_tables(run)):
             console.print(table)
+    if shadow:
+        console.print(render_shadow(result))
+        console.print(shadow_summary(result))
     if "guarantees" in result:
         console.print(guarantee_summary(result))
     if sweep:

@@ -99,7 +99,8 @@ def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: f
             the topics did not appear within ``timeout_s``.
     """
     t = topology.topics
-    configs = {"retention.ms": str(t.retention_ms), "max.message.bytes": str(max_message_bytes(topology))}
+    configs = {"retention.ms": str(t.retention_ms), "max.message.bytes": str(max_message_bytes(topology)),
+               **t.topic_configs()}
     admin = _admin(topology, bootstrap, timeout_s)
     try:
         compacted = set(state_topics(topology))
@@ -108,7 +109,8 @@ def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: f
         missing = [n for n in names if n not in set(admin.list_topics())]
         created: list[str] = []
         if missing:
-            compact = {"cleanup.policy": "compact", "max.message.bytes": configs["max.message.bytes"]}
+            compact = {"cleanup.policy": "compact", "max.message.bytes": configs["max.message.bytes"],
+                       **t.topic_configs()}
             spec = {n: {"num_partitions": t.partitions, "replication_factor": t.replication_factor,
                         "configs": compact if n in compacted else configs} for n in missing}
             result = admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), raise_errors=False)
@@ -123,7 +125,8 @@ def ensure_topics(topology: Topology, bootstrap: str | None = None, timeout_s: f
             if control not in set(admin.list_topics()):
                 result = admin.create_topics({control: {
                     "num_partitions": 1, "replication_factor": t.replication_factor,
-                    "configs": {"cleanup.policy": "compact"}}}, timeout_ms=int(timeout_s * 1000), raise_errors=False)
+                    "configs": {"cleanup.policy": "compact", **t.topic_configs()}}},
+                    timeout_ms=int(timeout_s * 1000), raise_errors=False)
                 for entry in result.get("topics", []):
                     code = entry.get("error_code", 0)
                     if code == 0:

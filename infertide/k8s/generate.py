@@ -112,17 +112,20 @@ def faust_internal_topics(topology: Topology) -> list[tuple[str, int, dict[str, 
             # Windowed tables: Faust compacts and deletes closed windows after `expires`.
             config = {"cleanup.policy": "compact,delete", "retention.ms": int(topic.retention * 1000)}
         out.append((topic.get_topic_name(), topic.partitions, config))
-    summaries = app.aggregator.summary_topic
+    summaries, state = app.internal.summary, app.internal.recommendations_state
     out.append((
         summaries.get_topic_name(), summaries.partitions,
         {"cleanup.policy": "delete", "retention.ms": topology.topics.retention_ms},
     ))
+    out.append((state.get_topic_name(), state.partitions, {"cleanup.policy": "compact"}))
     return out
 
 
 def kafka_topics(topology: Topology, cluster: str = STRIMZI_CLUSTER) -> list[dict[str, Any]]:
     """Strimzi KafkaTopic resources for every topic the topology names, and the Faust app's own topics."""
     t = topology.topics
+
+    isr = {} if t.min_insync_replicas is None else {"min.insync.replicas": t.min_insync_replicas}
 
     def resource(name: str, partitions: int, config: dict[str, Any], role: str) -> dict[str, Any]:
         return {
@@ -134,7 +137,8 @@ def kafka_topics(topology: Topology, cluster: str = STRIMZI_CLUSTER) -> list[dic
                 "name": name.lower().replace("_", "-"),
                 "labels": {"strimzi.io/cluster": cluster, "infertide.io/topic-role": role},
             },
-            "spec": {"topicName": name, "partitions": partitions, "replicas": t.replication_factor, "config": config},
+            "spec": {"topicName": name, "partitions": partitions, "replicas": t.replication_factor,
+                     "config": config | isr},
         }
 
     docs = [
@@ -142,7 +146,7 @@ def kafka_topics(topology: Topology, cluster: str = STRIMZI_CLUSTER) -> list[dic
         for name in t.names()
     ]
     for name, partitions, config in faust_internal_topics(topology):
-        role = "changelog" if name.endswith("-changelog") else "internal"
+        role = "changelog" if name.endswith("-changelog") else "state" if name.endswith("-state") else "internal"
         docs.append(resource(name, partitions, config, role))
     for route in topology.routes:  # video routes' tracker snapshots (docs/video.md): one partition per input's
         if route.kind == "video" and route.video is not None:

@@ -24,8 +24,8 @@ from infertide.local.broker_tls import SaslSsl
 from infertide.local.supervise import die_with_parent
 
 __all__ = [
-    "KAFKA_VERSION", "BrokerError", "LocalKafka", "answers_metadata", "ensure_jars", "free_port", "project_cache",
-    "terminate",
+    "KAFKA_VERSION", "BrokerError", "LocalKafka", "answers_metadata", "ensure_jars", "free_port", "new_cluster_id",
+    "project_cache", "stop_pid_file", "stop_pid_files", "terminate",
 ]
 
 KAFKA_VERSION = os.environ.get("INFERTIDE_KAFKA_VERSION", "4.1.1")
@@ -91,7 +91,7 @@ log4j.logger.kafka.server.BrokerServer=INFO
 
 @dataclass
 class LocalKafka:
-    """One KRaft broker+controller on loopback.
+    """One KRaft broker+controller on loopback (alone, or a node of :class:`infertide.local.cluster.LocalKafkaCluster`).
 
     Args:
         workdir: data, config and log folder (created).
@@ -100,6 +100,13 @@ class LocalKafka:
         tie_to_parent: SIGTERM the broker when the process that started it dies (Linux); False for a detached one.
         sasl_ssl: clients connect with SASL_SSL (SCRAM-SHA-512 over TLS) instead of PLAINTEXT; the CA, the
             certificate and the passwords are made in ``workdir/tls`` (see :attr:`tls`).
+        node_id: this node's KRaft id (1 alone; 1..N in a cluster).
+        controller_port: its controller listener (0: a free one, kept in ``workdir/controller.port``).
+        voters: ``controller.quorum.voters`` of the cluster (None: this node alone).
+        cluster_id: the id its storage is formatted with (None: a new one; a cluster's nodes share one).
+        replication: replication factor of ``__consumer_offsets``, the transaction log and auto-created
+            topics (``default.replication.factor``): 1 alone, the node count in a cluster.
+        min_isr: ``min.insync.replicas`` (broker default for every topic) and ``transaction.state.log.min.isr``.
     """
 
     workdir: Path
@@ -108,6 +115,12 @@ class LocalKafka:
     version: str = KAFKA_VERSION
     tie_to_parent: bool = True
     sasl_ssl: bool = False
+    node_id: int = 1
+    controller_port: int = 0
+    voters: str | None = None
+    cluster_id: str | None = None
+    replication: int = 1
+    min_isr: int = 1
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     tls: SaslSsl | None = field(default=None, repr=False)
 
@@ -126,8 +139,8 @@ class LocalKafka:
     def _write_config(self, controller_port: int) -> Path:
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters or f"{self.node_id}@127.0.0.1:{controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -135,10 +148,12 @@ class LocalKafka:
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.workdir / "data"),
             "num.partitions": "4",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": str(self.replication),
             "offsets.topic.num.partitions": "8",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "default.replication.factor": str(self.replication),
+            "min.insync.replicas": str(self.min_isr),
+            "transaction.state.log.replication.factor": str(self.replication),
+            "transaction.state.log.min.isr": str(self.min_isr),
             "transaction.state.log.num.partitions": "4",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
@@ -167,6 +182,13 @@ class LocalKafka:
         Starting again after :meth:`stop` on the same ``workdir`` (and port) keeps the topics,
         the records and the committed offsets: a broker restart, as clients see one.
         """
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Format (first time only) and start the JVM, without waiting: a cluster's nodes answer only once a
+        majority of its controllers runs, so they are all launched before any is waited for."""
         libs = ensure_jars(self.version)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.port == 0:
@@ -176,26 +198,23 @@ class LocalKafka:
         # A restart on the same folder keeps its data: same controller port, same cluster, no format.
         saved = self.workdir / "controller.port"
         data = self.workdir / "data"
-        controller = int(saved.read_text()) if saved.exists() and data.exists() else free_port()
-        config = self._write_config(controller)
+        if self.controller_port == 0:
+            self.controller_port = int(saved.read_text()) if saved.exists() and data.exists() else free_port()
+        config = self._write_config(self.controller_port)
         if not (data / "meta.properties").exists():
             self._format(libs, config)
-            saved.write_text(str(controller))
+            saved.write_text(str(self.controller_port))
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen([*self._java(libs), "kafka.Kafka", str(config)], stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=die_with_parent() if self.tie_to_parent else None)
         self.pid_file.write_text(str(self.proc.pid))
-        self.wait_ready(timeout)
-        return self
 
     def _format(self, libs: Path, config: Path) -> None:
         data = self.workdir / "data"
         if data.exists():  # a half-formatted folder from an interrupted start
             shutil.rmtree(data)
-        cluster_id = "-"
-        while cluster_id.startswith("-"):  # StorageTool reads "-t -xyz" as an option (1 in 64 ids); Kafka avoids them too
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.cluster_id or new_cluster_id()
         scram = self.tls.format_args() if self.tls is not None else []  # salted hashes, no password
         fmt = subprocess.run([*self._java(libs), "kafka.tools.StorageTool", "format", "-t", cluster_id,
                               "-c", str(config), *scram], capture_output=True, text=True)
@@ -229,11 +248,34 @@ class LocalKafka:
         self.pid_file.unlink(missing_ok=True)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL, no clean shutdown (a crashed machine, as the cluster sees one); only our own PID.
+        :meth:`start` on the same object brings the node back with its data."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.pid_file.unlink(missing_ok=True)
+        self.proc = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def __enter__(self) -> LocalKafka:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64 of a UUID) that does not start with ``-``."""
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # StorageTool reads "-t -xyz" as an option (1 in 64 ids); Kafka avoids them too
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
@@ -265,22 +307,37 @@ def answers_metadata(bootstrap: str, **client_kw: Any) -> bool:
 
 def stop_pid_file(pid_file: Path, timeout: float = 20.0) -> bool:
     """Stop a detached broker started by ``infertide kafka start`` (by its recorded PID)."""
-    if not pid_file.is_file():
-        return False
-    pid = int(pid_file.read_text().strip())
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pid_file.unlink(missing_ok=True)
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    return bool(stop_pid_files([pid_file], timeout))
+
+
+def stop_pid_files(pid_files: list[Path], timeout: float = 20.0) -> list[int]:
+    """Stop detached brokers by their recorded PIDs, all at once (a cluster's nodes shut down together: one
+    by one, the last would wait for a controller quorum that is gone); SIGKILL what is left after
+    ``timeout``. Returns the PIDs that were running."""
+    pids: dict[int, Path] = {}
+    for pid_file in pid_files:
+        if not pid_file.is_file():
+            continue
+        pid = int(pid_file.read_text().strip())
         try:
-            os.kill(pid, 0)
+            os.kill(pid, signal.SIGTERM)
+            pids[pid] = pid_file
         except ProcessLookupError:
-            break
+            pid_file.unlink(missing_ok=True)
+    deadline = time.monotonic() + timeout
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                left.discard(pid)
         time.sleep(0.2)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-    return True
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid_file in pids.values():
+        pid_file.unlink(missing_ok=True)
+    return list(pids)

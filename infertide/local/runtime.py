@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +22,8 @@ from infertide.local.broker import free_port, terminate
 from infertide.local.supervise import die_with_parent
 from schemas.topology import Topology
 from topologies.engine.ray_signals import keeping_signal_handlers
+
+_ERROR_MARK = re.compile(r"\[(ERROR|CRITICAL)\]|^Traceback ")
 
 __all__ = ["RayServe", "WorkerProcess", "deploy_failure", "local_env", "ray_session_logs_dir", "route_ray_logs"]
 
@@ -232,11 +236,25 @@ class WorkerProcess:
             time.sleep(0.5)
         raise TimeoutError(f"worker not ready after {timeout}s:\n{self.tail()}")
 
-    def tail(self, n: int = 40) -> str:
+    def tail(self, n: int = 40, first_errors: int = 30) -> str:
+        """The log's last ``n`` lines, after its first ERROR / CRITICAL / traceback lines (a crash's cause is
+        often far above a shutdown's own noise)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        last = lines[-n:]
+        start = next((i for i, line in enumerate(lines[:-n]) if _ERROR_MARK.search(line)), None)
+        if start is None:
+            return "\n".join(last)
+        return "\n".join(["[first error]", *lines[start:start + first_errors], "[...]", "[last lines]", *last])
+
+    def dump_stacks(self, wait_s: float = 1.0) -> None:
+        """SIGUSR1: the worker logs every asyncio task's and thread's stack (to its log)."""
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            time.sleep(wait_s)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

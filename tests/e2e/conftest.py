@@ -65,6 +65,19 @@ class Stack:
         return WorkerProcess(path, self.ray_address, port, self.workdir / f"{name}.log", env=self.env)
 
 
+#: Modules whose Serve app differs from the shared one (their own ``stack_limits`` / ``stack_env``): they run
+#: last, each once, so the shared app starts once for the others (a start costs 20-100 s on these cores).
+OWN_SERVE_LAST = ("test_hostile_input.py", "test_tracing.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = [i for i, item in enumerate(items) if item.path.parent == Path(__file__).parent]
+    ordered = sorted((items[i] for i in here), key=lambda item: (
+        OWN_SERVE_LAST.index(item.path.name) + 1 if item.path.name in OWN_SERVE_LAST else 0))
+    for i, item in zip(here, ordered):
+        items[i] = item
+
+
 @pytest.fixture(scope="module")
 def stack_limits() -> dict[str, Any]:
     """The ``limits:`` section of the module's Serve app and of every topology its stack makes
@@ -145,6 +158,12 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     finally:
         consumer.close()
     return records
+
+
+def read_on(bootstrap: str, topic: str, records: list[Any], *, settle_s: float = 2.0) -> list[Any]:
+    """``records`` (an earlier :func:`read_topic` of ``topic``) and what the topic holds beyond them when read
+    again for ``settle_s``: a duplicate committed after the last awaited record would show here."""
+    return records + read_topic(bootstrap, topic, timeout=settle_s, until=lambda r: False)[len(records):]
 
 
 def jpeg_b64(i: int) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
-from tests.e2e.conftest import (Stack, analytics_events, guarantee_edit, peak_rss_mb, read_topic, short,
+from tests.e2e.conftest import (Stack, analytics_events, guarantee_edit, peak_rss_mb, read_on, read_topic, short,
                                 side_by_side, tally)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -43,8 +43,7 @@ def _scenario(stack: Stack, guarantee: str) -> dict[str, Any]:
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=180,
                              until=lambda r: ids <= {v["event_id"] for _, _, v in r})
         if guarantee == "exactly-once":  # a duplicate committed after the last id arrived would show here
-            results += read_topic(stack.bootstrap, topology.topics.sentiment, timeout=2, until=lambda r: False)[
-                len(results):]
+            results = read_on(stack.bootstrap, topology.topics.sentiment, results)
         analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=N)
         rss = peak_rss_mb(restarted)
     finally:

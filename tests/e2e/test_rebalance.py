@@ -20,12 +20,14 @@ import pytest
 from infertide.clients.produce import now_ms, produce_events
 from infertide.local.runtime import WorkerProcess
 from schemas.events import TextEvent
-from tests.e2e.conftest import Stack, analytics_events, guarantee_edit, peak_rss_mb, read_topic, short, side_by_side, tally
+from tests.e2e.conftest import (Stack, analytics_events, guarantee_edit, peak_rss_mb, read_on, read_topic, short,
+                                side_by_side, tally)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 N = 6000
 CYCLES = 3
+GRACE_S = 60.0  # k8s/base/faust.yaml's terminationGracePeriodSeconds: a stop in a rebalance may take a while
 
 
 def _committed_ends(stack: Stack, topology: object) -> tuple[dict[int, int], dict[int, int]]:
@@ -64,6 +66,7 @@ def _scenario(stack: Stack, guarantee: str) -> dict[str, Any]:
     producer.start()
     moves: list[str] = []
     restarts_exit: list[int | None] = []
+    stop_s: list[float] = []
     try:
         for cycle in range(CYCLES):
             time.sleep(4)
@@ -73,7 +76,9 @@ def _scenario(stack: Stack, guarantee: str) -> dict[str, Any]:
             workers.append(stack.worker(topology, path, next(names), own_port=True).start())
             time.sleep(4)
             graceful = workers.pop(0)
-            restarts_exit.append(graceful.stop())
+            began = time.monotonic()
+            restarts_exit.append(graceful.stop(timeout=GRACE_S))
+            stop_s.append(time.monotonic() - began)
             moves.append(f"stop {graceful.log_path.stem}")
             workers.append(stack.worker(topology, path, next(names), own_port=True).start())
             workers[-1].wait_ready()
@@ -97,12 +102,12 @@ def _scenario(stack: Stack, guarantee: str) -> dict[str, Any]:
         for w in workers:
             w.stop()
     if guarantee == "exactly-once":  # a duplicate committed after the last id arrived would show here
-        results += read_topic(stack.bootstrap, topology.topics.sentiment, timeout=2, until=lambda r: False)[len(results):]
+        results = read_on(stack.bootstrap, topology.topics.sentiment, results)
     dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
     lost, duplicates = tally(ids, results, dlq)
     stuck = {p: (committed[p], ends[p]) for p in ends if committed[p] < ends[p]}
     return {"moves": moves, "results": len(results), "lost": lost, "duplicates": duplicates, "stuck": stuck,
-            "dlq": len(dlq), "analytics": analytics, "rss": rss, "restarts_exit": restarts_exit}
+            "dlq": len(dlq), "analytics": analytics, "rss": rss, "restarts_exit": restarts_exit, "stop_s": stop_s}
 
 
 def test_workers_killed_started_and_stopped_while_events_flow(stack: Stack) -> None:
@@ -113,7 +118,7 @@ def test_workers_killed_started_and_stopped_while_events_flow(stack: Stack) -> N
               f"{len(r['lost'])} lost, {r['duplicates']} duplicates ({r['duplicates'] / N:.1%}), stuck partitions "
               f"{r['stuck'] or 'none'}; analytics in/out {a.get('in', 0):.0f}/{a.get('out', 0):.0f} of {N}; "
               f"surviving workers' peak RSS {r['rss']:.0f} MB; {len(moves) // 2} kills + {len(moves) // 2} graceful "
-              "stops, each replaced")
+              f"stops, each replaced (stops took {', '.join(f'{t:.1f}' for t in r['stop_s'])} s)")
     for g, r in runs.items():
         assert not r["lost"], f"{g}: {len(r['lost'])} events lost, e.g. {sorted(r['lost'])[:5]}"
         assert not r["stuck"], f"{g}: partitions stuck (committed, end): {r['stuck']}"

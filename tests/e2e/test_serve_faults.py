@@ -29,7 +29,7 @@ from infertide.clients.produce import now_ms, produce_events
 from infertide.local.runtime import WorkerProcess
 from schemas.events import TextEvent
 from schemas.topology import Topology
-from tests.e2e.conftest import GUARANTEES, Stack, analytics_events, peak_rss_mb, read_topic, rss_mb, short
+from tests.e2e.conftest import GUARANTEES, Stack, analytics_events, peak_rss_mb, read_on, read_topic, rss_mb, short
 from workers.app import build_application
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -89,7 +89,7 @@ def test_a_replica_killed_mid_stream_costs_nothing(stack: Stack, guarantee: str)
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=120,
                              until=lambda r: ids <= {v["event_id"] for _, _, v in r})
         analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=n)
-        results += read_topic(stack.bootstrap, topology.topics.sentiment, timeout=2, until=lambda r: False)[len(results):]
+        results = read_on(stack.bootstrap, topology.topics.sentiment, results)
         dlq = read_topic(stack.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
         rss = peak_rss_mb(worker)
     out = Counter(v["event_id"] for _, _, v in results)

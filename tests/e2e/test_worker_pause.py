@@ -23,7 +23,7 @@ import pytest
 
 from infertide.clients.produce import now_ms, produce_events
 from schemas.events import TextEvent
-from tests.e2e.conftest import Stack, analytics_events, guarantee_edit, read_topic, short, side_by_side, tally
+from tests.e2e.conftest import Stack, analytics_events, guarantee_edit, read_on, read_topic, short, side_by_side, tally
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -56,7 +56,7 @@ def _scenario(stack: Stack, guarantee: str) -> dict[str, Any]:
         results = read_topic(stack.bootstrap, topology.topics.sentiment, timeout=240,
                              until=lambda r: ids <= {v["event_id"] for _, _, v in r})
         analytics = analytics_events(stack.bootstrap, topology, "text", expect_in=N)
-        results += read_topic(stack.bootstrap, topology.topics.sentiment, timeout=2, until=lambda r: False)[len(results):]
+        results = read_on(stack.bootstrap, topology.topics.sentiment, results)
         alive = [w.alive() for w in workers]
     finally:
         codes = [w.stop() for w in workers]

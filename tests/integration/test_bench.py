@@ -19,13 +19,13 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.
 EVENTS, NAIVE, BATCH = 300, 200, 32
 
 
-def _bench(kafka_bootstrap: str, tmp_path: Path, *args: str) -> tuple[str, dict]:
+def _bench(kafka_bootstrap: str, tmp_path: Path, *args: str, timeout_s: float = 220) -> tuple[str, dict]:
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "infertide", "bench", "--model", "echo", "--batch-size", str(BATCH),
            "--timeout", "90", "--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path / "work"),
            "--json", str(out), *args]
     env = {**os.environ, "COLUMNS": "240"}  # rich wraps table cells at 80 columns without a terminal
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=220, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout, orjson.loads(out.read_bytes())
 
@@ -72,6 +72,7 @@ def test_bench_echo_two_workers(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert all(v > 0 for v in r["ratios"].values())
 
 
+@pytest.mark.bench  # make test-bench: the sweep's steps and chart, about 40 s
 def test_bench_sweep_writes_chart(kafka_bootstrap: str, tmp_path: Path) -> None:
     chart = tmp_path / "sweep.svg"
     stdout, r = _bench(kafka_bootstrap, tmp_path, "--events", "400", "--sweep", "--sweep-percent", "25,100",
@@ -85,3 +86,31 @@ def test_bench_sweep_writes_chart(kafka_bootstrap: str, tmp_path: Path) -> None:
         assert p["offered_rate"] == pytest.approx(sat * step["fraction"])
         assert p["sent"] >= 50 and p["results"] == p["sent"] and p["latency_ms"]["p99"] > 0
     assert r["chart"] == str(chart) and chart.read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.bench  # make test-bench: 100-190 s of a benchmark's own code path
+@pytest.mark.timeout(420)  # three worker restarts and the slow shadow's settling: 100 s quiet, 190 s at load 35
+def test_bench_shadow_side_by_side(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """--shadow: three drains of one route (no shadow, a shadow of the same model, a slow one), every live answer
+    the same, the slow shadow's queue (smaller than a micro-batch) shedding, and its counts reported."""
+    stdout, r = _bench(kafka_bootstrap, tmp_path, "--events", str(EVENTS), "--shadow", "--shadow-rounds", "1",
+                       "--shadow-queue", "50", "--shadow-delay-ms", "2000", timeout_s=400)
+    assert "infertide bench --shadow" in stdout and "noise" in stdout
+    c, runs = r["conditions"], r["shadow"]["runs"]
+    assert c["shadow"] and c["shadow_queue_size"] == 50 and c["slow_model"] == "echo_slow"
+    assert [run["scenario"] for run in runs] == ["none", "same", "slow"]
+    for run in runs:
+        d = run["drain"]
+        assert d["results"] == EVENTS and d["missing"] == 0 and d["events_per_s"] > 0
+        assert run["answers"]["identical"] == EVENTS and run["answers"]["differ"] == run["answers"]["missing"] == 0
+        assert run["worker_cpu"]["live_s"] > 0 and run["load_average"] >= 0
+        if run["scenario"] == "none":
+            assert "shadow" not in run
+            continue
+        for counts in (run["shadow"]["at_live_end"], run["shadow"]["settled"]):
+            assert counts["offered"] >= EVENTS and counts["offered"] == counts["accepted"] + counts["shed"]
+            assert counts["results"] <= counts["taken"] <= counts["accepted"]
+    slow = runs[2]["shadow"]
+    assert slow["at_live_end"]["shed"] > 0 and slow["settled"]["results"] > 0
+    summary = r["shadow"]["summary"]["scenarios"]
+    assert set(summary) == {"none", "same", "slow"} and all(len(v["ratio_to_none"]) == 1 for v in summary.values())

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow, pytest.mark.bench, pytest.mark.timeout(300)]
 
 
 def test_gpu_bench_quick_on_cpu(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -82,3 +82,39 @@ def test_cli_kafka_start_status_stop(tmp_path: Path) -> None:
             from infertide.local.broker import stop_pid_file
 
             stop_pid_file(pid_file)
+
+
+def test_cli_kafka_cluster_of_three_start_status_stop(tmp_path: Path) -> None:
+    """``--brokers 3``: three nodes on consecutive ports, each answering, all stopped together."""
+    run_dir, port = tmp_path / "run", free_port()
+    pid_files = [run_dir / f"node-{i}" / "broker.pid" for i in (1, 2, 3)]
+    try:
+        start = _cli("start", "--brokers", "3", "--port", str(port), "--dir", str(run_dir), timeout=150)
+        assert start.returncode == 0, start.stdout + start.stderr
+        out = " ".join(start.stdout.split())
+        assert ",".join(f"127.0.0.1:{port + i}" for i in range(3)) in out.replace(", ", ",")
+        assert "min.insync.replicas 2" in out
+        pids = [int(f.read_text()) for f in pid_files]
+        assert all(_alive(p) for p in pids)
+
+        single = _cli("start", "--dir", str(run_dir), "--port", str(port))
+        assert single.returncode == 1 and "already running" in single.stderr
+
+        status = _cli("status", "--dir", str(run_dir))
+        assert status.returncode == 0, status.stdout
+        assert " ".join(status.stdout.split()).count("running, answers") == 3
+
+        stop = _cli("stop", "--dir", str(run_dir))
+        assert stop.returncode == 0 and all(str(p) in stop.stdout for p in pids)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids)
+
+        resized = _cli("start", "--brokers", "2", "--dir", str(run_dir), "--port", str(port))
+        assert resized.returncode == 1 and "--brokers 3" in resized.stderr  # a quorum keeps its size
+    finally:
+        if any(f.is_file() for f in pid_files):  # the test failed midway: stop only what this test started
+            from infertide.local.broker import stop_pid_files
+
+            stop_pid_files(pid_files)

@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from infertide.clients.admin import ensure_topics
+from tests.fixtures.kafka import create_summary_topic
 from schemas.topology import parse_topology
 from tests.integration.test_route_rebalance import Echo, _committed, _produce, _results
 from topologies.metrics import REGISTRY
@@ -104,18 +104,17 @@ def _uncounted() -> float:
     return REGISTRY.get_sample_value("infertide_replayed_uncounted_total", {"route": "text"}) or 0.0
 
 
+@pytest.mark.parametrize("summary_partitions", [1, 4], ids=["declared", "auto-created"])
 async def test_a_crashed_workers_replayed_events_are_counted_once(kafka_bootstrap: str, tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   summary_partitions: int) -> None:
+    """``auto-created``: the summary topic has 4 partitions, as when a broker auto-creates it before the app
+    declares it (seen on a 3-broker cluster); every summary still goes to, and is read from, one partition."""
     started = time.monotonic()
     prefix = f"rp-{uuid.uuid4().hex[:6]}"
     config = _config(kafka_bootstrap, prefix)
     topology = parse_topology(config)
-    summary_topic = f"{prefix}-summaries"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(summary_topic, 1, 1)])
-    finally:
-        admin.close()
+    summary_topic = create_summary_topic(kafka_bootstrap, prefix, summary_partitions)
     ensure_topics(topology)
     where = await _produce(topology)
     assert len(where) == N

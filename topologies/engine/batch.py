@@ -11,6 +11,13 @@ with ``counted=False`` (already in a summary of its partition's previous owner, 
 :mod:`topologies.engine.replays`) still gets its results and dead letters, but adds nothing to the
 summary (events in/out/dlq/dropped, latency, task deltas, engagements, items), so a replay after
 a crash is not counted twice. Prometheus metrics still count it: they are this process's work.
+
+With event-time windows (``analytics.window.time: event``) the summary also files each counted
+event's deltas under the windows of its ``ts`` (``windows``) and gives each input partition's largest
+event ``ts`` in the batch (``max_ts``; :mod:`topologies.state.event_windows` folds them). A record with no
+readable ``ts`` (dead-lettered at decode) and a batch-wide delta (rollout sums) are filed under the
+largest ``ts`` of the batch's events (of its partition when it has one; the route's last seen ts when the
+batch has none; the batch's build time when the route has seen none), so they land in an open window.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from typing import Any
 import orjson
 
 from schemas.codec import SCHEMA_HEADER, EventDecodeError, Limits, check_schema_header, decode
+from schemas.summary import SUMMARY_PARTITION
 from schemas.tasks import EVENT_KINDS, TASKS
 from schemas.topology import RouteConfig, Topology
-from topologies.state.analytics import Deltas
+from topologies.state.analytics import Deltas, EventDeltas
 from topologies.metrics import METRICS
 from topologies.state.recommend import engagement_weight, item_labels
 from topologies.engine.records import InputRecord, OutRecord, dead_letter, now_ms, result_record
@@ -75,6 +83,9 @@ class Decoded:
     deltas: Deltas
     ranges: dict[int, list[int]] = field(default_factory=dict)  # partition -> [first offset, last + 1]
     uncounted: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset) of counted=False records
+    # Event-time windows only: (partition, offset) -> the ts the record is filed under; partition -> largest ts.
+    times: dict[tuple[int, int], int] = field(default_factory=dict)
+    max_ts: dict[int, int] = field(default_factory=dict)
 
 
 class BatchProcessor:
@@ -104,6 +115,9 @@ class BatchProcessor:
         self.sampler = FrameSampler(route.sampling) if route.kind == "video" and route.sampling else None
         self._e2e = METRICS.e2e_latency.labels(route.name)
         self.has_stream = route.kind == "video"  # events with a stream_id
+        ew = topology.analytics.event_time
+        self.window = (ew.size_s * 1000, (ew.step_s or ew.size_s) * 1000) if ew is not None else None
+        self._last_ts: int | None = None  # event time: the largest ts this route has seen (a fallback)
 
     def output_topics(self) -> set[str]:
         """The topics this route's results and dead letters go to."""
@@ -121,10 +135,11 @@ class BatchProcessor:
 
     def decode(self, records: list[InputRecord]) -> Decoded:
         """Decode (and for video, sample) each record; invalid ones become dead letters."""
-        out, deltas, valid = BatchOutput(), Deltas(), []
+        now = now_ms()
+        out, valid = BatchOutput(), []
+        deltas = Deltas() if self.window is None else EventDeltas(*self.window, default_at=now)
         ranges: dict[int, list[int]] = {}
         uncounted: set[tuple[int, int]] = set()
-        now = now_ms()
         schema, limits, sampler, strict = self.schema, self.limits, self.sampler, self.strict_fields
         unknown: list[str] = []
         for rec in records:
@@ -152,7 +167,7 @@ class BatchProcessor:
                     reason = "lag" if decision == "lag" else "sampled"
                     METRICS.frames_dropped.labels(self.name, reason).inc()
                     if rec.counted:
-                        deltas.add("events", self.name, f"dropped_{reason}")
+                        deltas.add("events", self.name, f"dropped_{reason}", at=ev.ts)
                     out.dropped += 1
                     continue
             valid.append(rec)
@@ -163,11 +178,35 @@ class BatchProcessor:
                     self._unknown_seen.add(name)
                     log.info("route %s: events carry field %r, not in %s; ignored (strict_fields: off)",
                              self.name, name, self.schema)
-        if len(records) > len(uncounted):
+        times: dict[tuple[int, int], int] = {}
+        max_ts: dict[int, int] = {}
+        if isinstance(deltas, EventDeltas):
+            times, max_ts = self._event_times(records, deltas, now)
+            for rec in records:
+                if rec.counted:
+                    deltas.add("events", self.name, "in", 1.0, at=times[(rec.partition, rec.offset)])
+        elif len(records) > len(uncounted):
             deltas.add("events", self.name, "in", len(records) - len(uncounted))
         if uncounted:  # Prometheus counts replayed events as work done (events_in etc.); this says how many
             METRICS.replayed_uncounted.labels(self.name).inc(len(uncounted))
-        return Decoded(len(records), valid, out, deltas, ranges, uncounted)
+        return Decoded(len(records), valid, out, deltas, ranges, uncounted, times, max_ts)
+
+    def _event_times(self, records: list[InputRecord], deltas: EventDeltas, now: int
+                     ) -> tuple[dict[tuple[int, int], int], dict[int, int]]:
+        """Each record's event time (its ts; without one, the fallback in the module docstring) and the
+        largest ts per partition."""
+        max_ts: dict[int, int] = {}
+        for rec in records:
+            if rec.event is not None and rec.event.ts > max_ts.get(rec.partition, -1):
+                max_ts[rec.partition] = rec.event.ts
+        top = max(max_ts.values(), default=None)
+        if top is not None and (self._last_ts is None or top > self._last_ts):
+            self._last_ts = top
+        fallback = top if top is not None else self._last_ts if self._last_ts is not None else now
+        deltas.default_at = fallback
+        times = {(rec.partition, rec.offset): rec.event.ts if rec.event is not None
+                 else max_ts.get(rec.partition, fallback) for rec in records}
+        return times, max_ts
 
     def items(self, valid: list[InputRecord]) -> list[Any]:
         """The request items for the models: texts, or image references."""
@@ -184,6 +223,7 @@ class BatchProcessor:
         engagements: list[dict[str, Any]] = []
         items: dict[str, dict[str, float]] = {}
         latencies: list[float] = []
+        lat_at: list[int] = []  # event time: each latency sample's ts
         primary = self.route.models[0]
         produced = now_ms()
         for model in self.route.models if valid else ():
@@ -217,23 +257,36 @@ class BatchProcessor:
                 if rec.counted:  # a replayed event was counted by its partition's previous owner
                     if model == primary:  # one latency sample and one engagement per event, not per model
                         latencies.append(float(produced - rec.event.ts))
+                        lat_at.append(rec.event.ts)
                     self._account(rec, task, reply["result"], deltas, engagements, items, primary=model == primary)
                 n_ok += 1
             out.results += n_ok
             if n_ok:
                 METRICS.results_out.labels(self.name, topic).inc(n_ok)
         if latencies:
-            deltas.latencies(self.name, latencies)
+            if isinstance(deltas, EventDeltas):
+                by_pane: dict[int, list[float]] = {}
+                for ms, ts in zip(latencies, lat_at):
+                    by_pane.setdefault(ts - ts % deltas.step_ms, []).append(ms)
+                for pane, values in by_pane.items():
+                    deltas.latencies(self.name, values, at=pane)
+            else:
+                deltas.latencies(self.name, latencies)
             observe = self._e2e.observe
             for ms in latencies:
                 observe(max(0.0, ms / 1000))
         # Counted per event: "out" has at least one result, "dlq" at least one dead letter
         # (an image can have both when one of its two models fails). Replayed events are not.
         skip = batch.uncounted
-        if n_out := len(out.ok - skip if skip else out.ok):
-            deltas.add("events", self.name, "out", n_out)
-        if n_dlq := len(out.dead - skip if skip else out.dead):
-            deltas.add("events", self.name, "dlq", n_dlq)
+        if batch.times:  # event time: each event under its own ts
+            for fld, done in (("out", out.ok), ("dlq", out.dead)):
+                for po in done - skip if skip else done:
+                    deltas.add("events", self.name, fld, 1.0, at=batch.times[po])
+        else:
+            if n_out := len(out.ok - skip if skip else out.ok):
+                deltas.add("events", self.name, "out", n_out)
+            if n_dlq := len(out.dead - skip if skip else out.dead):
+                deltas.add("events", self.name, "dlq", n_dlq)
         for (stage, reason), n in out.dlq_reasons.items():
             METRICS.dlq.labels(self.name, stage, reason).inc(n)
         if self.summary_topic:
@@ -244,7 +297,11 @@ class BatchProcessor:
                        "ranges": {str(p): span for p, span in batch.ranges.items()},
                        "metrics": deltas.as_dict(), "engagements": engagements,
                        "items": [{"item_id": k, "labels": v} for k, v in items.items()]}
-            out.records.append(OutRecord(self.summary_topic, self.name.encode(), orjson.dumps(summary)))
+            if isinstance(deltas, EventDeltas):
+                summary["windows"] = deltas.as_windows()
+                summary["max_ts"] = {str(p): ts for p, ts in batch.max_ts.items()}
+            out.records.append(OutRecord(self.summary_topic, self.name.encode(), orjson.dumps(summary),
+                                           partition=SUMMARY_PARTITION))
         return out
 
     def fail_all(self, records: list[InputRecord], err: BaseException) -> BatchOutput:
@@ -272,7 +329,7 @@ class BatchProcessor:
         ev, name = rec.event, self.name
         add = deltas.add
         for delta in TASKS[task].deltas(result, name, ev.stream_id if self.has_stream else None):
-            add(*delta)
+            add(*delta, at=ev.ts)
         labels = item_labels(task, result)
         if ev.item_id and labels:
             merged = items.setdefault(ev.item_id, {})

@@ -3,14 +3,14 @@ the route's engine; one producer writes its outputs; offsets are committed as th
 (:mod:`.delivery`). A worker runs one per route (:mod:`.routes`).
 
 Why not Faust agents: Faust's per-event stream machinery stops at about 7,000 events/s on these cores,
-before any model call (docs/performance.md). Faust stays the app host (aggregator agent, tables, web
+before any model call (docs/performance.md). Faust stays the app host (services, internal topics, web
 views); the routes bypass its stream layer. Why confluent-kafka: transactions with KIP-447 fencing for
 exactly-once, which aiokafka lacks, and faster here (docs/performance.md).
 
 Delivery contract (also when partitions move between workers; :mod:`topologies.engine.delivery`):
 
-- at-least-once: an offset is committed only once every output of every batch before it is acknowledged
-  by the broker, every commit interval, on revocation and on a graceful stop;
+- at-least-once: an offset is committed once every output of every batch before it is acknowledged, every
+  commit interval (not waited for), on revocation and on a graceful stop (waited for);
 - exactly-once: outputs and input offsets are committed in one transaction per commit interval (and on
   revocation and stop); a fenced zombie's transaction is refused by the broker and aborted;
 - the :class:`topologies.engine.ledger.PartitionLedger` holds every per-partition fact and decides what
@@ -54,7 +54,6 @@ __all__ = ["RouteRunner"]
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 5.0  # a stop lets the route's loop finish its step (a commit, a fetch) this long
-BLOCKED_POLL_S = 0.01  # with no free slot, librdkafka is still served this often (rebalances, poll interval)
 
 
 class RouteRunner:
@@ -76,7 +75,7 @@ class RouteRunner:
         self.pipeline.video = video_route(topology, route, self.ledger, confluent_config(topology.kafka, bootstrap))
         self.delivery: Delivery = None  # type: ignore[assignment]  # built in start(), with the producer
         self.consumer: AIOConsumer | None = None
-        self.rebalancing = False
+        self.rebalancing = True  # until the group's first assignment: a worker is not ready before every route is
         self.lag = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -90,14 +89,15 @@ class RouteRunner:
         await producer.know_topics(sorted(self.pipeline.processor.output_topics()))
         self.pipeline.processor.set_topic_limits(limits)
         if self.exactly_once:
-            self.delivery = ExactlyOnce(self.route.name, self.ledger, producer, on_fatal=self.on_fatal)
+            self.delivery = ExactlyOnce(self.route.name, self.ledger, producer, on_fatal=self.on_fatal,
+                                        retry_for_s=self.topology.kafka.transaction_timeout_s)
         else:
             scanner = SummaryScanner(self.summary_topic, confluent_config(self.topology.kafka, self.bootstrap),
                                      session_timeout_s=self.topology.kafka.session_timeout_s)
             self.delivery = AtLeastOnce(self.route.name, self.ledger, producer, scanner, on_fatal=self.on_fatal)
         await self.delivery.start()
-        self.consumer = self.delivery.consumer = AIOConsumer(route_consumer_config(self.topology, self.bootstrap),
-                                                             max_workers=2)
+        conf = route_consumer_config(self.topology, self.bootstrap) | self.delivery.consumer_callbacks()
+        self.consumer = self.delivery.consumer = AIOConsumer(conf, max_workers=2)
         self.fetcher = Fetcher(self.consumer, self.ledger, self.route, self.pipeline.executor)
         await self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                       on_lost=self._on_lost)
@@ -158,7 +158,7 @@ class RouteRunner:
             if not await self.pipeline.drain(timeout):
                 log.warning("route %s: some in-flight batches did not finish within %.0fs; abandoned without commit "
                             "(their events will be read again)", self.route.name, timeout)
-            await self.delivery.commit()
+            await self.delivery.commit(final=True)
         self._forget(partitions)
 
     async def _on_lost(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
@@ -187,10 +187,7 @@ class RouteRunner:
                 await self.delivery.commit()
                 await self._publish_lag()
                 next_commit = loop.time() + interval
-            try:
-                await asyncio.wait_for(self.pipeline.wait_for_slot(), BLOCKED_POLL_S)
-            except asyncio.TimeoutError:
-                await self.fetcher.while_blocked()
+            if not await self.fetcher.slot_free(next_commit):
                 continue
             records = await self.fetcher.batch(next_commit)
             if records:

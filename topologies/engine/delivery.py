@@ -28,7 +28,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from topologies.engine.ledger import PartitionLedger, Ticket
-from topologies.engine.producer import BatchProducer
+from topologies.engine.producer import BatchProducer, Wedged
 from topologies.engine.records import OutRecord
 from topologies.engine.replays import REFRESH_S, SummaryScanner
 
@@ -37,6 +37,7 @@ __all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce"]
 log = logging.getLogger(__name__)
 
 RETRY_S = 0.5  # between calls of a transactional API call librdkafka says to retry
+COMMIT_ANSWER_S = 30.0  # an asynchronous commit unanswered this long no longer holds back the next one
 
 
 class Delivery:
@@ -51,10 +52,15 @@ class Delivery:
     async def start(self) -> None:
         """Before the consumer subscribes."""
 
+    def consumer_callbacks(self) -> dict[str, Any]:
+        """librdkafka callbacks the route's consumer is built with."""
+        return {}
+
     async def publish(self, records: list[OutRecord], ticket: Ticket) -> list[Awaitable[Any]]:
         raise NotImplementedError
 
-    async def commit(self) -> None:
+    async def commit(self, final: bool = False) -> None:
+        """Commit what is done; ``final``: before the partitions go (a revocation), so wait for the broker."""
         raise NotImplementedError
 
     async def assigned(self) -> None:
@@ -82,10 +88,14 @@ class AtLeastOnce(Delivery):
         self._lock = asyncio.Lock()
         self._next_refresh = time.monotonic() + REFRESH_S
         self._fresh = False  # an assignment brought partitions never committed: refresh them soon
+        self._sent_at: float | None = None  # when the asynchronous commit still unanswered was sent
 
     async def close(self) -> None:
         await super().close()
         await self.scanner.stop()
+
+    def consumer_callbacks(self) -> dict[str, Any]:
+        return {"on_commit": self.on_commit}  # the interval's commits are asynchronous
 
     async def publish(self, records: list[OutRecord], ticket: Ticket) -> list[Awaitable[Any]]:
         if not self.ledger.current(ticket) and self.scanner.summary_topic:  # abandoned: results yes, counts no
@@ -95,8 +105,15 @@ class AtLeastOnce(Delivery):
     async def assigned(self) -> None:
         self._fresh = any(s.never_committed for s in self.ledger.parts.values())
 
-    async def commit(self) -> None:
-        """Commit acknowledged progress; every ``REFRESH_S`` also move idle partitions' metadata up."""
+    async def commit(self, final: bool = False) -> None:
+        """Commit acknowledged progress; every ``REFRESH_S`` also move idle partitions' metadata up.
+
+        The interval's commits are asynchronous (:meth:`on_commit` records them): a synchronous one can wait
+        without end inside librdkafka while the group coordinator is away (confluentinc/librdkafka#3740), and
+        every call of the consumer waits behind it, so the route would stop fetching. One is in flight at a
+        time (a later one after ``COMMIT_ANSWER_S`` unanswered). A ``final`` commit (revocation) waits."""
+        if not final and self._sent_at is not None and time.monotonic() - self._sent_at < COMMIT_ANSWER_S:
+            return
         async with self._lock:
             plan = self.ledger.commit_plan()
             if self.scanner.summary_topic and (self._fresh or time.monotonic() >= self._next_refresh):
@@ -113,28 +130,71 @@ class AtLeastOnce(Delivery):
                 return
             offsets = [TopicPartition(t, p, off, metadata=meta) for (t, p), (off, meta) in plan.items()]
             try:
-                await self.consumer.commit(offsets=offsets, asynchronous=False)
+                if final:
+                    await self.consumer.commit(offsets=offsets, asynchronous=False)
+                else:
+                    self._sent_at = time.monotonic()
+                    await self.consumer.commit(offsets=offsets, asynchronous=True)
+                    return
             except KafkaException as err:  # the group moved on: the next owner re-reads
-                log.warning("route %s: commit of %d partitions failed (%s); their events will be read again",
-                            self.route, len(plan), err.args[0] if err.args else err)
+                self._sent_at = None
+                self._commit_failed(len(plan), err.args[0] if err.args else err)
                 return
             self._progress(self.ledger.did_commit(plan))
+
+    async def on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
+        """librdkafka's answer to a commit (served inside ``consume``, run on the loop)."""
+        self._sent_at = None
+        if err is not None:
+            self._commit_failed(len(partitions), err)
+            return
+        done = {(tp.topic, tp.partition): (tp.offset, tp.metadata or "") for tp in partitions
+                if tp.error is None}
+        if len(done) < len(partitions):
+            self._commit_failed(len(partitions) - len(done), next(tp.error for tp in partitions if tp.error))
+        self._progress(self.ledger.did_commit(done))
+
+    def _commit_failed(self, n: int, err: Any) -> None:
+        log.warning("route %s: commit of %d partitions failed (%s); their events will be read again unless a "
+                    "later commit succeeds", self.route, n, err)
 
 
 class ExactlyOnce(Delivery):
     """One transaction per commit interval: outputs and input offsets visible together, or not at all."""
 
     def __init__(self, route: str, ledger: PartitionLedger, producer: BatchProducer, *,
-                 on_fatal: Callable[[BaseException], None]) -> None:
+                 on_fatal: Callable[[BaseException], None], retry_for_s: float = 60.0) -> None:
         super().__init__(route, ledger, producer, on_fatal=on_fatal)
+        self.retry_for_s = retry_for_s  # retriable errors are retried this long (the transaction timeout)
         self.gate = asyncio.Lock()  # held while a transaction commits: publishing waits, model calls go on
         self.group_metadata: Any = None
         self._dirty = False  # the open transaction holds records
         self._undelivered: Any = None  # why a record of the open transaction was not delivered
 
     async def start(self) -> None:
-        await self.producer.init_transactions()  # aborts what a previous run under this id left open
+        await self._init_transactions()  # aborts what a previous run under this id left open
         await self.producer.begin()
+
+    async def _init_transactions(self) -> None:
+        """``init_transactions``, retried (the transaction coordinator not ready yet, as on a cluster's first
+        transaction, or the broker away)."""
+        await self._retried(self.producer.init_transactions, "init_transactions")
+
+    async def _retried(self, call: Callable[[], Awaitable[Any]], what: str) -> None:
+        """``call``, called again while librdkafka says its error is retriable, ``retry_for_s`` at most;
+        any other error (and the last retriable one) is raised."""
+        give_up = time.monotonic() + self.retry_for_s
+        while True:
+            try:
+                await call()
+                return
+            except KafkaException as err:
+                error = err.args[0] if err.args else None
+                if not (isinstance(error, KafkaError) and error.retriable() and not error.fatal()
+                        and time.monotonic() < give_up):
+                    raise
+                log.warning("route %s: %s: %s; retrying", self.route, what, error)
+                await asyncio.sleep(RETRY_S)
 
     async def assigned(self) -> None:
         # The generation and member id the broker checks the offsets against (KIP-447).
@@ -144,22 +204,23 @@ class ExactlyOnce(Delivery):
         async with self.gate:
             if not self.ledger.current(ticket):
                 return []  # its partitions moved or its transaction was aborted: the events are read again
-            delivered = await self.producer.send_all(records)
+            producer = self.producer
+            delivered = await producer.send_all(records)
             self.ledger.published(ticket)
             self._dirty = True
-        return [asyncio.ensure_future(self._settled(delivered))]
+        return [asyncio.ensure_future(self._settled(delivered, producer))]
 
-    async def _settled(self, delivered: Awaitable[Any]) -> Any:
+    async def _settled(self, delivered: Awaitable[Any], producer: BatchProducer) -> Any:
         """A record that is not delivered (e.g. it timed out while the broker was away) is not fatal here:
         its transaction cannot commit, so the next commit aborts it and the batches are read again."""
         try:
             return await delivered
         except KafkaException as err:
-            if self._undelivered is None:
+            if self._undelivered is None and producer is self.producer:  # not one of a replaced producer's
                 self._undelivered = err.args[0] if err.args else err
             return []
 
-    async def commit(self) -> None:
+    async def commit(self, final: bool = False) -> None:
         async with self.gate:
             plan = self.ledger.commit_plan()
             if not plan and not self._dirty:
@@ -167,7 +228,7 @@ class ExactlyOnce(Delivery):
             if self._undelivered is not None:  # a record of this transaction was not delivered: it cannot commit
                 await self._abort(f"a record was not delivered: {self._undelivered}")
                 return
-            sent = not plan
+            sent, give_up = not plan, time.monotonic() + self.retry_for_s
             while True:  # librdkafka: a retriable error means "call it again"; an abortable one, abort
                 try:
                     if not sent:
@@ -175,9 +236,13 @@ class ExactlyOnce(Delivery):
                         sent = True
                     await self.producer.commit()
                     break
+                except Wedged as err:
+                    await self._replace(str(err))
+                    return
                 except KafkaException as err:
                     error: KafkaError = err.args[0]
-                    if error.retriable() and not error.fatal() and not error.txn_requires_abort():
+                    if (error.retriable() and not error.fatal() and not error.txn_requires_abort()
+                            and time.monotonic() < give_up):
                         log.warning("route %s: transaction commit: %s; retrying", self.route, error)
                         await asyncio.sleep(RETRY_S)
                         continue
@@ -205,19 +270,40 @@ class ExactlyOnce(Delivery):
 
     async def _abort(self, why: str) -> None:
         """Abort the open transaction (the gate is held) and go back to the committed offsets."""
-        while True:
-            try:
-                await self.producer.abort()
-                break
-            except KafkaException as err:
-                error: KafkaError = err.args[0]
-                if error.retriable() and not error.fatal():  # e.g. the broker is still away: call it again
-                    log.warning("route %s: abort: %s; retrying", self.route, error)
-                    await asyncio.sleep(RETRY_S)
-                    continue
-                log.critical("route %s: could not abort the transaction (%s) after: %s", self.route, err, why)
-                self.on_fatal(err)
+        try:
+            await self._retried(self.producer.abort, "abort")  # retriable: the broker is away
+        except Wedged as err:
+            await self._replace(f"{err} (aborting after: {why})")
+            return
+        except KafkaException as err:
+            error = err.args[0] if err.args else None
+            if isinstance(error, KafkaError) and error.retriable() and not error.fatal():
+                # Still timing out after retry_for_s (seen after a 20 s broker freeze): a new producer under the
+                # same transactional id fences this one and aborts its transaction on the broker.
+                await self._replace(f"the abort did not finish ({error}) after: {why}")
                 return
+            log.critical("route %s: could not abort the transaction (%s) after: %s", self.route, err, why)
+            self.on_fatal(err)
+            return
+        await self._rewind()
+
+    async def _replace(self, why: str) -> None:
+        """The producer is stuck inside librdkafka (the gate is held): a new one under the same transactional
+        id fences it and aborts its open transaction; then read again from the committed offsets."""
+        log.error("route %s: %s (confluentinc/librdkafka#5456): the transactional producer is replaced; reading "
+                  "again from the committed offsets", self.route, why)
+        old, self.producer = self.producer, self.producer.fresh()
+        old.abandon(f"producer replaced: {why}")
+        try:
+            await self._init_transactions()
+        except (KafkaException, Wedged) as err:
+            log.critical("route %s: the replaced producer could not start its transactions: %s", self.route, err)
+            self.on_fatal(err)
+            return
+        await self._rewind()
+
+    async def _rewind(self) -> None:
+        """After an abort: a new transaction, and the ledger and the consumer back at the committed offsets."""
         self._dirty, self._undelivered = False, None
         seeks = self.ledger.rewind()
         await self.producer.begin()

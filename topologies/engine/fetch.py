@@ -6,9 +6,13 @@ Triton's batcher does with an empty queue). The first wait returns as soon as on
 
 librdkafka serves rebalance callbacks inside ``consume``, so a consume call can straddle an assignment
 change: its records (and any fetched before) are then dropped and the held partitions are sought back
-to their committed offsets (the ledger's generation tells). With no free slot the route's partitions are
-paused but librdkafka is still served (rebalances, ``max.poll.interval.ms``); records it still hands
-out are carried into the next batch.
+to their committed offsets (the ledger's generation tells).
+
+With no free slot the route waits, and librdkafka's prefetch (bounded by ``queued.*``) keeps its records.
+Only a route blocked longer than ``PAUSE_AFTER_S`` (a model stuck, a replica gone) pauses its partitions
+and serves librdkafka every ``BLOCKED_POLL_S`` (rebalances, ``max.poll.interval.ms``); records it still
+hands out are carried into the next batch. librdkafka purges a paused partition's prefetched records, so
+pausing at every full slot made each batch wait for a fetch from the broker (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ __all__ = ["Fetcher"]
 
 log = logging.getLogger(__name__)
 
+PAUSE_AFTER_S = 1.0
+BLOCKED_POLL_S = 0.05
+
 
 class Fetcher:
     """Micro-batches of one route's records.
@@ -44,6 +51,23 @@ class Fetcher:
         self.consumer, self.ledger, self.route, self.executor = consumer, ledger, route, executor
         self._carry: list[InputRecord] = []  # fetched while no slot was free: the next batch's first records
         self._paused: set[TP] = set()
+        self._blocked_since: float | None = None
+
+    async def slot_free(self, until: float) -> bool:
+        """Wait (until ``until`` at most, loop time) for a free slot in the executor; False if none came.
+        Blocked past ``PAUSE_AFTER_S``, the partitions are paused and librdkafka served meanwhile."""
+        now = asyncio.get_running_loop().time()
+        blocked = self._blocked_since is not None and now - self._blocked_since >= PAUSE_AFTER_S
+        wait = BLOCKED_POLL_S if blocked else min(until, (self._blocked_since or now) + PAUSE_AFTER_S) - now
+        try:
+            await asyncio.wait_for(self.executor.wait_for_slot(), max(0.001, wait))
+        except asyncio.TimeoutError:
+            self._blocked_since = self._blocked_since or now
+            if asyncio.get_running_loop().time() - self._blocked_since >= PAUSE_AFTER_S:
+                await self.while_blocked()
+            return False
+        self._blocked_since = None
+        return True
 
     def forget(self) -> None:
         """The assignment changed: nothing carried, nothing paused."""

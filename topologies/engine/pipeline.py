@@ -92,10 +92,6 @@ class RoutePipeline:
     def failed(self) -> BaseException | None:
         return self.executor.failed
 
-    async def wait_for_slot(self) -> None:
-        """Returns once a batch could be submitted at once (so the caller fills it only then)."""
-        await self.executor.wait_for_slot()
-
     async def submit(self, records: list[InputRecord], ack: AckFn, ticket: Any = None) -> None:
         """Start processing a batch; returns once it is queued (waits while ``max_in_flight`` are out).
 

@@ -12,7 +12,11 @@ event loop, with the :class:`Delivered` positions of the records the caller aske
 
 Transactions (exactly-once): :meth:`BatchProducer.begin`, :meth:`send_offsets` (with the consumer's
 group metadata: KIP-447, so the broker refuses a fenced zombie's offsets), :meth:`commit` and
-:meth:`abort` run librdkafka's blocking calls off the event loop.
+:meth:`abort` run librdkafka's blocking calls off the event loop, on a daemon thread, and give up
+waiting (:class:`Wedged`) 10 s past their own timeout: librdkafka 2.16's ``send_offsets_to_transaction``
+can block forever after a broker restart, ignoring its timeout (confluentinc/librdkafka#5456, #5511;
+seen here in ``tests/e2e/test_broker_restart.py``). A wedged producer is replaced (:meth:`fresh`), not
+waited for.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +35,7 @@ from murmurhash2 import murmurhash2
 
 from topologies.engine.records import OutRecord
 
-__all__ = ["BatchProducer", "Delivered", "partition_for"]
+__all__ = ["BatchProducer", "Delivered", "Wedged", "partition_for"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,54 @@ class Delivered:
     topic: str
     partition: int
     offset: int
+
+
+CALL_GRACE_S = 10.0  # a blocking call that has not returned this long after its own timeout is wedged
+
+
+class Wedged(Exception):
+    """A librdkafka call did not return within its timeout plus ``CALL_GRACE_S``: replace the producer."""
+
+
+class _Calls:
+    """librdkafka's blocking calls, one at a time, on a daemon thread: a call stuck inside librdkafka must
+    neither block the event loop nor keep the process from exiting (executor threads are joined at exit)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            loop, future, fn, args = item
+            try:
+                result = fn(*args)
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                loop.call_soon_threadsafe(_settle, future, None, err)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+    async def call(self, fn: Any, *args: Any, limit_s: float | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((loop, future, fn, args))
+        if limit_s is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), limit_s)
+        except asyncio.TimeoutError:
+            raise Wedged(f"{getattr(fn, '__name__', fn)} did not return in {limit_s:.0f}s") from None
+
+    def shutdown(self) -> None:
+        self._queue.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, err: BaseException | None) -> None:
+    if not future.done():
+        if err is not None:
+            future.set_exception(err)
+        else:
+            future.set_result(result)
 
 
 class _Deliveries:
@@ -79,6 +131,12 @@ class _Deliveries:
                 self.located.append(Delivered(msg.topic(), msg.partition(), msg.offset()))
         self.done(err, msg)
 
+    def fail(self, error: Exception) -> None:
+        """Resolve now with ``error`` (the producer was abandoned; its reports may never come)."""
+        if self.error is None:
+            self.error = error
+        self._resolve()
+
     def _resolve(self) -> None:
         if self.future.done():
             return
@@ -98,11 +156,13 @@ class BatchProducer:
 
     def __init__(self, config: dict[str, Any], *, locate_topic: str | None = None) -> None:
         self.locate_topic = locate_topic
+        self.config = config
         self.transactional = "transactional.id" in config
         self._producer = Producer(config)
         self._partitions: dict[str, int] = {}
         self._round_robin = itertools.count()
-        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="producer-calls")
+        self._calls = _Calls("producer-calls")
+        self._pending: set[_Deliveries] = set()  # batches not yet resolved (failed at once if abandoned)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
         self._poller.start()
@@ -115,8 +175,27 @@ class BatchProducer:
                 log.error("producer: %s", err)
                 self._stop.wait(0.5)
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._calls, fn, *args)
+    async def _call(self, fn: Any, *args: Any, timeout_s: float | None = None) -> Any:
+        """``fn(*args)`` on the calls thread; with ``timeout_s`` (librdkafka's own), :class:`Wedged` if it
+        has not returned ``CALL_GRACE_S`` after it."""
+        return await self._calls.call(fn, *args, limit_s=None if timeout_s is None else timeout_s + CALL_GRACE_S)
+
+    def fresh(self) -> BatchProducer:
+        """A new producer with this one's settings (and transactional id: its ``init_transactions`` fences
+        this one and aborts its open transaction) and known topics."""
+        other = BatchProducer(self.config, locate_topic=self.locate_topic)
+        other._partitions = dict(self._partitions)
+        return other
+
+    def abandon(self, why: str) -> None:
+        """Give up on this producer without waiting for it: every pending batch fails now with ``why``, its
+        poll thread stops; a call stuck inside librdkafka stays on its daemon thread."""
+        error = KafkaException(why)
+        for deliveries in list(self._pending):
+            deliveries.fail(error)
+        self._pending.clear()
+        self._stop.set()
+        self._calls.shutdown()
 
     async def know_topics(self, topics: Sequence[str], timeout_s: float = 10.0) -> None:
         """Learn the partition counts of ``topics`` (their records are partitioned by key here)."""
@@ -142,6 +221,9 @@ class BatchProducer:
         if not records:
             deliveries.future.set_result([])
             return deliveries.future
+        if self.transactional:  # only a transactional producer is ever abandoned (a wedged call)
+            self._pending.add(deliveries)
+            deliveries.future.add_done_callback(lambda _, d=deliveries: self._pending.discard(d))
         produce, locate = self._producer.produce, self.locate_topic
         for rec in records:
             n = self._partitions.get(rec.topic) or await self._count(rec.topic)
@@ -165,7 +247,7 @@ class BatchProducer:
     # -- transactions (exactly-once) -----------------------------------------------------
 
     async def init_transactions(self, timeout_s: float = 30.0) -> None:
-        await self._call(self._producer.init_transactions, timeout_s)
+        await self._call(self._producer.init_transactions, timeout_s, timeout_s=timeout_s)
 
     async def begin(self) -> None:
         await self._call(self._producer.begin_transaction)
@@ -173,13 +255,14 @@ class BatchProducer:
     async def send_offsets(self, offsets: dict[tuple[str, int], tuple[int, str]], group_metadata: Any,
                            timeout_s: float = 30.0) -> None:
         tps = [TopicPartition(t, p, off, metadata=meta) for (t, p), (off, meta) in offsets.items()]
-        await self._call(self._producer.send_offsets_to_transaction, tps, group_metadata, timeout_s)
+        await self._call(self._producer.send_offsets_to_transaction, tps, group_metadata, timeout_s,
+                         timeout_s=timeout_s)
 
     async def commit(self, timeout_s: float = 30.0) -> None:
-        await self._call(self._producer.commit_transaction, timeout_s)
+        await self._call(self._producer.commit_transaction, timeout_s, timeout_s=timeout_s)
 
     async def abort(self, timeout_s: float = 30.0) -> None:
-        await self._call(self._producer.abort_transaction, timeout_s)
+        await self._call(self._producer.abort_transaction, timeout_s, timeout_s=timeout_s)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Flush (bounded), stop the poll thread."""
@@ -189,4 +272,4 @@ class BatchProducer:
         finally:
             self._stop.set()
             await asyncio.get_running_loop().run_in_executor(None, self._poller.join, 2.0)
-            self._calls.shutdown(wait=False)
+            self._calls.shutdown()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,6 +50,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from schemas.summary import SUMMARY_PARTITION
 from topologies.engine.ledger import TP, parse_metadata
 
 __all__ = ["REFRESH_S", "SCAN_TIMEOUT_S", "SummaryScanner", "scan_start", "summarized_upto", "summary_offset"]
@@ -160,17 +162,22 @@ class SummaryScanner:
         return upto
 
     async def end(self) -> int | None:
-        """The summary topic's end offset now (None: no summary topic, or it does not exist yet)."""
+        """The summary topic's end offset now (None: no summary topic, or it does not exist yet).
+
+        Raises:
+            asyncio.TimeoutError: not known within the lookup limit (the broker is away, or a scan still runs).
+        """
         if self.summary_topic is None:
             return None
-        return await self._call(self._end)
+        return await asyncio.wait_for(self._call(self._end), self.timeout_s + 1)
 
     def _end(self) -> int | None:
         consumer = self._scanner()
         meta = consumer.list_topics(self.summary_topic, timeout=self.timeout_s)
         if self.summary_topic not in meta.topics or meta.topics[self.summary_topic].error is not None:
             return None  # not created yet: nothing was summarized (and asking for it could auto-create it)
-        return int(consumer.get_watermark_offsets(TopicPartition(self.summary_topic, 0), timeout=self.timeout_s)[1])
+        return int(consumer.get_watermark_offsets(TopicPartition(self.summary_topic, SUMMARY_PARTITION),
+                                                 timeout=self.timeout_s)[1])
 
     def _scan(self, start: int, wanted: set[TP]) -> dict[TP, int]:
         """Read the summary topic from ``start`` to its end as of now (blocking: on the scan thread)."""
@@ -179,18 +186,25 @@ class SummaryScanner:
         if end is None or end <= start:
             return upto
         consumer = self._scanner()
-        consumer.assign([TopicPartition(self.summary_topic, 0, start)])
+        tp = TopicPartition(self.summary_topic, SUMMARY_PARTITION, start)
+        consumer.assign([tp])
+        # Bounded: the caller stops waiting after timeout_s, and this thread must not outlive it (later lookups
+        # queue behind it). The position, not the last message's offset, says how far it read: a transaction's
+        # commit or abort marker takes an offset and is never handed out.
+        deadline = time.monotonic() + self.timeout_s
         try:
             position = start
             while position < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"summary scan reached {position} of {end} in {self.timeout_s:.0f}s")
                 for msg in consumer.consume(2000, 0.2):
                     if msg.error() is not None:
                         if msg.error().fatal():
                             raise KafkaException(msg.error())
                         continue
-                    position = msg.offset() + 1
                     if msg.offset() < end:
                         summarized_upto((msg.value(),), wanted, upto)
+                position = max(position, consumer.position([tp])[0].offset)
             return upto
         finally:
             consumer.unassign()  # an assigned consumer keeps prefetching the topic between scans

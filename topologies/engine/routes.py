@@ -24,7 +24,7 @@ class RouteConsumer:
     Args:
         topology: the validated topology.
         infer: the model call (Serve handles in production, a fake in tests).
-        summary_topic: the aggregator's summary topic (None: no analytics summaries).
+        summary_topic: the summary topic (``<consumer_group>-summaries``) (None: no analytics summaries).
         observe: dashboard callback per batch.
         on_fatal: called once when producing fails; the worker must then exit without committing.
         bootstrap: overrides ``kafka.bootstrap_servers``.

@@ -91,7 +91,12 @@ class ServeInfer:
     async def __call__(self, model: str, items: list[Any], trace: list[str] | None = None, *,
                        checkpoint: str | None = None) -> list[dict[str, Any]]:
         """``checkpoint``: one of the model's ``multiplex.checkpoints`` (rollouts), as Serve's multiplexed model id."""
-        handle = self.handle(model)
+        handle = self._handles.get(model)
+        if handle is None:
+            # The first call of a model gets its handle off the event loop: ``get_deployment_handle`` waits on the
+            # Serve controller (a blocking ``ray.get``), which held every live batch of the worker for 0.5 s and more
+            # under load when a rollout's first shadow or variant call came mid-stream (py-spy, bench --shadow).
+            handle = await asyncio.to_thread(self.handle, model)
         if checkpoint:
             handle = handle.options(multiplexed_model_id=checkpoint)
         if trace:

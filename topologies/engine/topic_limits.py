@@ -19,6 +19,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from topologies.kafka_settings import MAX_BATCH_BYTES
+
 __all__ = ["BATCH_OVERHEAD", "MAX_BATCH_BYTES", "batch_bytes", "read_topic_limits", "record_cap"]
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,6 @@ log = logging.getLogger(__name__)
 # A record batch's own header (61 bytes in the v2 format) plus a record's framing (varints,
 # attributes) and our traceparent header, rounded up: what a record may not use of the limit.
 BATCH_OVERHEAD = 256
-MAX_BATCH_BYTES = 512 * 1024  # the producer's record batch at most (librdkafka's batch.size)
 
 
 def record_cap(limits: dict[str, int], topic: str) -> int | None:

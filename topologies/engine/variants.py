@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from schemas.summary import SUMMARY_PARTITION
 from schemas.topology import RouteConfig, Topology
 from topologies.engine.batch import Decoded, InferenceFailed
 from topologies.engine.records import InputRecord, OutRecord, now_ms, result_record
@@ -334,7 +335,8 @@ class ShadowDrain:
             # A batch summary's shape with no offset ranges: it covers no input (replays skip it), only adds sums.
             summary = {"route": owner.route.name, "ts": produced, "topic": owner.input_topic, "ranges": {},
                        "metrics": {f"{METRIC}|{metric_key(owner.route.name, self.model)}": deltas.as_dict()}}
-            records.append(OutRecord(owner.summary_topic, owner.route.name.encode(), orjson.dumps(summary)))
+            records.append(OutRecord(owner.summary_topic, owner.route.name.encode(), orjson.dumps(summary),
+                                       partition=SUMMARY_PARTITION))
         producer = owner.producer()
         if producer is not None and records:
             delivered = await producer.send_all(records)

@@ -37,6 +37,7 @@ from schemas.video import state_topic
 from topologies.engine.batch import Decoded, InferenceFailed
 from topologies.engine.ledger import PartitionLedger
 from topologies.engine.records import OutRecord
+from topologies.metrics import METRICS
 
 __all__ = ["SnapshotReader", "Turn", "VideoRoute", "video_route"]
 
@@ -137,13 +138,19 @@ class VideoRoute:
         from topologies import video  # trackers and supervision: imported by workers with a video route only
 
         self._video = video
-        self.cfg, self.window_s = route.video, topology.analytics.window_s
+        self.cfg, self.window_s = route.video, topology.analytics.size_s
+        ew = topology.analytics.event_time  # event time: the analytics windows' own step (their starts)
+        self.step_s = ew.step_s if ew is not None else None
         self.model = next(m for m in route.models if topology.models[m].task == "detection")
         self.input_topic = topology.input_topic(route)
         self.topic = state_topic(topology.kafka.consumer_group, route.name)
         self.ledger, self.reader = ledger, reader
-        self.streams = video.VideoStreams(self.cfg, window_s=self.window_s)
+        self.streams = video.VideoStreams(self.cfg, window_s=self.window_s, step_s=self.step_s)
         self.restored = 0  # streams restored from snapshots (all generations)
+        self._tracked_frames = METRICS.video_frames.labels(route.name, "tracked")
+        self._stale_frames = METRICS.video_frames.labels(route.name, "stale")
+        self._restored_streams = METRICS.video_streams.labels(route.name, "restored")
+        self._restarted_streams = METRICS.video_streams.labels(route.name, "restarted")
         self._synced = -1  # no generation yet: the first batch reads its partitions back
         self._last: Turn | None = None
 
@@ -174,6 +181,8 @@ class VideoRoute:
         if answer is None or isinstance(answer, InferenceFailed):
             return []
         touched: dict[str, int] = {}
+        tracked = stale = 0
+        restarts = self.streams.trackers.restarts
         process, deltas, add_to = self.streams.process, batch.deltas, self._video.add_to
         for rec, reply in zip(batch.valid, answer[0]):
             if not reply.get("ok"):
@@ -181,9 +190,14 @@ class VideoRoute:
             ev, result = rec.event, reply["result"]
             vf = process(ev.stream_id, ev.frame_index, ev.pts_ms, ev.ts, result.get("boxes") or [])
             result["boxes"] = vf.boxes
+            stale += vf.stale
+            tracked += not vf.stale
             if rec.counted:
                 add_to(deltas, vf.deltas)
             touched[ev.stream_id] = rec.partition
+        self._tracked_frames.inc(tracked)
+        self._stale_frames.inc(stale)
+        self._restarted_streams.inc(self.streams.trackers.restarts - restarts)
         return [OutRecord(self.topic, sid.encode(), self.streams.snapshot(sid), partition=p)
                 for sid, p in touched.items()]
 
@@ -212,7 +226,7 @@ class VideoRoute:
                               self.reader.topic, err)
             if ledger.generation != generation:
                 continue  # moved again while reading
-            self.streams = self._video.VideoStreams(self.cfg, window_s=self.window_s)
+            self.streams = self._video.VideoStreams(self.cfg, window_s=self.window_s, step_s=self.step_s)
             for stream_id, data in snapshots.items():
                 try:
                     self.streams.restore(stream_id, data)
@@ -220,6 +234,7 @@ class VideoRoute:
                     log.error("video route: %s; the stream starts afresh", err)
                     continue
                 self.restored += bool(data)
+                self._restored_streams.inc(bool(data))
             self._synced = generation
             if snapshots:
                 log.info("video route: restored %d streams of partitions %s from %s", len(snapshots), held,

@@ -1,4 +1,4 @@
-"""The Faust app built from the topology: the route consumer as a service, the aggregator, web views.
+"""The Faust app built from the topology: the route consumer, the analytics and recommendation folds, web views.
 
 ``create_app(topology)`` returns a configured ``faust.App``; ``run_worker``
 joins Ray, builds the app and runs a Faust worker in this process.
@@ -7,20 +7,28 @@ joins Ray, builds the app and runs a Faust worker in this process.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import io
 import logging
 import os
+import signal
+import socket
 import ssl
+import sys
 import time
+import traceback
 from typing import Any
 
 import faust
 from mode import Service
 
 from schemas.topology import Topology
-from topologies.state.aggregator import Aggregator
 from topologies.host.live import LiveState
+from topologies.host.topics import InternalTopics
 from topologies.engine.pipeline import InferFn
 from topologies.engine.routes import RouteConsumer
+from topologies.state.event_analytics import analytics_windows
+from topologies.state.recommendations import Recommendations
 from topologies.state.windows import AnalyticsWindows
 import topologies.rollout  # noqa: F401  # registers the ``rollout`` window finalizer (topologies.state.analytics)
 
@@ -81,17 +89,24 @@ class InfertideApp:
             web_bind=web_host or os.environ.get("INFERTIDE_WEB_HOST", "127.0.0.1"),
             web_in_thread=False,
         )
-        self.aggregator = Aggregator(self.app, topology)
+        self.internal = InternalTopics(self.app, topology)
+        self.app.service(self.internal.declarer())  # type: ignore[arg-type]  # first: before any summary is sent
+        summaries = self.internal.summary.get_topic_name()
         self.live = LiveState()
         self.started = time.time()
         self.fatal: BaseException | None = None
-        self.routes = RouteConsumer(topology, infer=infer, summary_topic=self.aggregator.summary_topic.get_topic_name(),
-                                    observe=self.live.observe, on_fatal=self._fatal)
+        self.routes = RouteConsumer(topology, infer=infer, summary_topic=summaries, observe=self.live.observe,
+                                    on_fatal=self._fatal)
         self.app.service(_Started(self.routes))  # type: ignore[arg-type]  # an instance is accepted
         self.windows: AnalyticsWindows | None = None
         if topology.analytics.enabled:
-            self.windows = AnalyticsWindows(topology, self.aggregator.summary_topic.get_topic_name())
+            self.windows = analytics_windows(topology, summaries)
             self.app.service(_Started(self.windows))  # type: ignore[arg-type]
+        self.recommendations: Recommendations | None = None
+        if topology.recommendations.enabled:
+            worker_id = os.environ.get("INFERTIDE_WORKER_ID") or socket.gethostname()
+            self.recommendations = Recommendations(topology, summaries, on_fatal=self._fatal, worker_id=worker_id)
+            self.app.service(_Started(self.recommendations))  # type: ignore[arg-type]
         from topologies.host.web import register_views
 
         register_views(self)
@@ -126,6 +141,7 @@ class InfertideApp:
 
 FATAL_EXIT_CODE = 70  # EX_SOFTWARE
 FATAL_GRACE_S = 1.0
+EXIT_HANG_S = 30.0  # still there this long after the worker stopped (its exit takes 3-5 s here): dump threads, exit 1
 
 
 def _exit_now() -> None:
@@ -134,18 +150,32 @@ def _exit_now() -> None:
 
 
 class _Started(Service):
-    """Runs a client with ``start()``/``stop()`` (the route consumer, the analytics windows) inside the
-    Faust worker's lifecycle: started after the app, stopped before."""
+    """Runs a client with ``start()``/``stop()`` (the route consumer, the analytics and recommendation folds)
+    inside the Faust worker's lifecycle: started after the app, stopped before."""
 
-    def __init__(self, client: RouteConsumer | AnalyticsWindows, **kwargs: Any) -> None:
+    def __init__(self, client: RouteConsumer | AnalyticsWindows | Recommendations, **kwargs: Any) -> None:
         self.client = client
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         await self.client.start()
+        if isinstance(self.client, RouteConsumer):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
 
     async def on_stop(self) -> None:
         await self.client.stop()
+
+
+def dump_tasks() -> None:
+    """``kill -USR1 <worker pid>``: every asyncio task's stack and every thread's, to the log (a stuck route
+    shows where it waits)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"--- task {task.get_name()}\n")
+        task.print_stack(limit=12, file=out)
+    for ident, frame in sys._current_frames().items():
+        out.write(f"--- thread {ident}\n" + "".join(traceback.format_stack(frame, limit=8)))
+    log.warning("SIGUSR1: tasks and threads\n%s", out.getvalue())
 
 
 def create_app(topology: Topology, **kwargs: Any) -> InfertideApp:
@@ -160,4 +190,7 @@ def run_worker(topology: Topology, *, ray_address: str | None = None, loglevel: 
 
     connect_ray(ray_address)
     infertide_app = create_app(topology)
-    Worker(infertide_app.app, loglevel=loglevel).execute_from_commandline()
+    try:
+        Worker(infertide_app.app, loglevel=loglevel).execute_from_commandline()
+    finally:  # an exit that hangs (a thread inside a native client, an atexit hook) says where, and ends
+        faulthandler.dump_traceback_later(EXIT_HANG_S, exit=True)

@@ -10,7 +10,8 @@ from topologies.metrics import render
 if TYPE_CHECKING:
     from topologies.host.app import InfertideApp
 
-__all__ = ["DASHBOARD_HTML", "latest_per_user", "register_views", "rollout_view", "summary", "with_system_totals"]
+__all__ = ["DASHBOARD_HTML", "latest_per_user", "recent_recommendations", "register_views", "rollout_view", "summary",
+           "with_system_totals"]
 
 DASHBOARD_HTML = Path(__file__).resolve().parent / "static" / "dashboard.html"
 
@@ -41,7 +42,7 @@ def summary(it: InfertideApp) -> dict[str, Any]:
     return {**live, "worker": {"routes": [r.name for r in it.topology.routes], "started": it.started,
                                "stalled": it.stalled()},
             "windows": windows(it, 200, 40),
-            "recommendations": latest_per_user(it.aggregator.recent_recs)}
+            "recommendations": latest_per_user(recent_recommendations(it))}
 
 
 def windows(it: InfertideApp, current: int, closed: int) -> dict[str, list[dict[str, Any]]]:
@@ -90,6 +91,12 @@ def rollout_view(it: InfertideApp, closed: int = 50) -> dict[str, Any]:
         w["current"] or w["closed"])}
 
 
+def recent_recommendations(it: InfertideApp) -> list[dict[str, Any]]:
+    """The last recommendations this worker's fold committed (it folds while it owns the summary topic)."""
+    recs = getattr(it, "recommendations", None)
+    return list(recs.recent) if recs is not None else []
+
+
 def latest_per_user(recs: Any, n: int = 10) -> list[dict[str, Any]]:
     """The newest recommendation of each user, newest users last, at most ``n`` (one row per user)."""
     latest: dict[Any, dict[str, Any]] = {}
@@ -105,7 +112,7 @@ def register_views(it: InfertideApp) -> None:
     from topologies.state.totals import SystemTotals
 
     app = it.app
-    it.totals = SystemTotals(it.aggregator.summary_topic.get_topic_name(), aiokafka_kwargs(it.topology.kafka))
+    it.totals = SystemTotals(it.internal.summary.get_topic_name(), aiokafka_kwargs(it.topology.kafka))
 
     @app.task
     async def tail_totals() -> None:
@@ -137,7 +144,7 @@ def register_views(it: InfertideApp) -> None:
 
     @app.page("/api/recommendations")
     async def recommendations(self: Any, request: Any) -> Any:
-        return self.json({"recent": list(it.aggregator.recent_recs)})
+        return self.json({"recent": recent_recommendations(it)})
 
     @app.page("/api/summary")
     async def api_summary(self: Any, request: Any) -> Any:

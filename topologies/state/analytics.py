@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
-__all__ = ["FINALIZERS", "LATENCY_BUCKETS_MS", "Deltas", "finalize", "merge", "now_ms", "percentile"]
+__all__ = ["FINALIZERS", "LATENCY_BUCKETS_MS", "Deltas", "EventDeltas", "finalize", "merge", "now_ms", "percentile"]
 
 
 def now_ms() -> int:
@@ -40,13 +40,14 @@ class Deltas:
     def __init__(self) -> None:
         self.data: defaultdict[tuple[str, str, str], float] = defaultdict(float)
 
-    def add(self, metric: str, key: str, fld: str, amount: float = 1.0) -> None:
+    def add(self, metric: str, key: str, fld: str, amount: float = 1.0, at: int | None = None) -> None:
+        """Add ``amount``; ``at`` (the event's ts, ms) matters only to :class:`EventDeltas`."""
         self.data[(metric, key, fld)] += amount
 
-    def latency(self, route: str, ms: float) -> None:
-        self.latencies(route, (ms,))
+    def latency(self, route: str, ms: float, at: int | None = None) -> None:
+        self.latencies(route, (ms,), at)
 
-    def latencies(self, route: str, values: Iterable[float]) -> None:
+    def latencies(self, route: str, values: Iterable[float], at: int | None = None) -> None:
         """Latency samples (ms) into the route's histogram: bucket counts, count and sum."""
         buckets: defaultdict[str, float] = defaultdict(float)
         count, total = 0, 0.0
@@ -66,6 +67,56 @@ class Deltas:
         out: dict[str, dict[str, float]] = {}
         for (metric, key, fld), amount in self.data.items():
             out.setdefault(f"{metric}|{key}", {})[fld] = amount
+        return out
+
+
+class EventDeltas(Deltas):
+    """A batch's deltas filed by event time too: each ``add`` under the ``step``-long pane of its ``at``
+    (the event's ts; None: ``default_at``), so :meth:`as_windows` can put it in every window of that ts.
+
+    :meth:`as_dict` still gives the batch's totals (the log-order readers: totals, the dashboard).
+    ``size_ms`` is a multiple of ``step_ms``, so every ts of a pane falls in the same windows.
+    """
+
+    def __init__(self, size_ms: int, step_ms: int, default_at: int = 0) -> None:
+        super().__init__()
+        self.size_ms, self.step_ms, self.default_at = size_ms, step_ms, default_at
+        self.panes: defaultdict[int, Deltas] = defaultdict(Deltas)
+        self.by_window: defaultdict[int, Deltas] = defaultdict(Deltas)  # deltas that name their window
+
+    def add(self, metric: str, key: str, fld: str, amount: float = 1.0, at: int | None = None) -> None:
+        self.data[(metric, key, fld)] += amount
+        ts = self.default_at if at is None else at
+        self.panes[ts - ts % self.step_ms].data[(metric, key, fld)] += amount
+
+    def latencies(self, route: str, values: Iterable[float], at: int | None = None) -> None:
+        values = list(values)
+        super().latencies(route, values)
+        ts = self.default_at if at is None else at
+        Deltas.latencies(self.panes[ts - ts % self.step_ms], route, values)
+
+    def add_window(self, start: int, metric: str, key: str, fld: str, amount: float) -> None:
+        """A delta that belongs to one window (``start``), not to every window of a ts (the video fold's)."""
+        self.data[(metric, key, fld)] += amount
+        self.by_window[start].data[(metric, key, fld)] += amount
+
+    def as_windows(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{"<window start>": {"metric|key": {field: amount}}}``: each pane's deltas in every window holding it."""
+        sums: defaultdict[int, defaultdict[tuple[str, str, str], float]] = defaultdict(lambda: defaultdict(float))
+        for pane, deltas in self.panes.items():
+            for start in range(max(pane - self.size_ms + self.step_ms, 0), pane + 1, self.step_ms):
+                into = sums[start]
+                for k, v in deltas.data.items():
+                    into[k] += v
+        for start, deltas in self.by_window.items():
+            into = sums[start]
+            for k, v in deltas.data.items():
+                into[k] += v
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for start in sorted(sums):
+            window = out[str(start)] = {}
+            for (metric, key, fld), amount in sums[start].items():
+                window.setdefault(f"{metric}|{key}", {})[fld] = amount
         return out
 
 

@@ -1,5 +1,5 @@
 """Recommendation scoring: per-user label affinity from engagements, cosine match against
-the recent item pool, top-k with reasons. Pure functions; the Faust tables hold the state."""
+the recent item pool, top-k with reasons. Pure functions; :mod:`topologies.state.recfold` holds the state."""
 
 from __future__ import annotations
 

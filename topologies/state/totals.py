@@ -2,7 +2,7 @@
 up every route's in / out / dead-letter counts and latency histogram.
 
 Every route pipeline, on every worker, sends one summary per micro-batch to the
-aggregator's internal topic (``<app id>-summaries``, one partition). Reading it
+internal summary topic (``<app id>-summaries``, one partition). Reading it
 with no consumer group (read-only, from the beginning, no commits) gives every
 worker the whole system's numbers, whichever worker the dashboard is opened on.
 The volume is one small record per batch, not per event.

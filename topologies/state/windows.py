@@ -1,5 +1,9 @@
 """Analytics windows computed from the summary log, so they add up exactly across crashes and moves.
 
+This module: log-order tumbling windows (the default, ``analytics.window_s``), and the consumer,
+producer and group every analytics fold runs on; event-time windows (``analytics.window``) subclass
+it in :mod:`topologies.state.event_analytics`.
+
 Route workers write one summary per micro-batch to the single-partition summary topic (and never
 count an event in two summaries: :mod:`topologies.engine.replays`). This module turns that log into
 tumbling windows on the ``analytics`` topic.
@@ -21,7 +25,7 @@ Contract:
 Why not a Faust windowed table (as before): Faust registers a window for expiry only when it is
 set in the running process, so windows restored from the changelog on a new owner were never
 emitted, and expiry dropped windows without a tombstone; both lost or repeated counts whenever
-the aggregator moved (docs/reliability.md).
+the windows' owner moved (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProducerId
 
 from schemas.codec import encode
 from schemas.events import AnalyticsRecord
+from schemas.summary import SUMMARY_PARTITION
 from schemas.topology import Topology
 from topologies.state.analytics import finalize, merge, split_key
 from topologies.kafka_settings import aiokafka_kwargs
@@ -124,9 +129,12 @@ class AnalyticsWindows(ConsumerRebalanceListener):
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(acks="all", enable_idempotence=True, **self._kw)
+
     async def start(self) -> None:
         k = self.topology.kafka
-        self._producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **self._kw)
+        self._producer = self._new_producer()
         self._consumer = AIOKafkaConsumer(
             group_id=k.analytics_group, enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed",  # a summary counts only once its transaction committed
@@ -149,13 +157,14 @@ class AnalyticsWindows(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self._owner = False
-        self.fold = WindowFold(self.size_ms)
+        self._reset()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        self._owner = bool(assigned)
-        self.fold = WindowFold(self.size_ms)
-        self._last_marker = 0
-        if assigned:
+        # The summary partition's holder owns the fold (a topic auto-created with more partitions than declared
+        # may give a worker only partitions nothing is written to).
+        self._owner = any(tp.partition == SUMMARY_PARTITION for tp in assigned)
+        self._reset()
+        if self._owner:
             log.info("analytics windows: this worker owns %s", self.summary_topic)
 
     # -- the loop ------------------------------------------------------------------------
@@ -167,18 +176,34 @@ class AnalyticsWindows(ConsumerRebalanceListener):
                 got = await self._consumer.getmany(timeout_ms=250, max_records=1000)
                 for tp, records in got.items():
                     for rec in records:
-                        await self._fold(tp, rec)
-                await self._mark()
+                        if await self._fold(tp, rec):  # the position moved: fetch from there
+                            break
+                await self._after_batch()
             except asyncio.CancelledError:
                 raise
             except KafkaError as err:  # a broker blip: start again from the last committed marker
                 log.warning("analytics windows: %r; re-reading from the last committed marker", err)
                 await asyncio.sleep(1.0)
+                await self._new_producer_after(err)
                 await self._restart_from_committed()
+
+    async def _new_producer_after(self, err: KafkaError) -> None:
+        """An idempotent producer that lost its sequence (OutOfOrderSequenceNumber or UnknownProducerId, e.g.
+        after a broker restart) refuses every later send: start a new one (a new producer id). Windows it
+        had not written are written again from the committed marker, with the same values."""
+        if not isinstance(err, (OutOfOrderSequenceNumber, UnknownProducerId)) or self._producer is None:
+            return
+        old, self._producer = self._producer, self._new_producer()
+        try:
+            await asyncio.wait_for(old.stop(), 5.0)
+        except Exception as stop_err:  # noqa: BLE001 - the old one is broken anyway
+            log.debug("analytics windows: stopping the old producer: %r", stop_err)
+        await self._producer.start()
+        log.warning("analytics windows: the producer was replaced after %r", err)
 
     async def _restart_from_committed(self) -> None:
         assert self._consumer is not None
-        self.fold, self._last_marker = WindowFold(self.size_ms), 0
+        self._reset()
         held = self._consumer.assignment()
         if held:
             try:
@@ -189,23 +214,39 @@ class AnalyticsWindows(ConsumerRebalanceListener):
             except (KafkaError, AssertionError) as err:
                 log.warning("analytics windows: seek to the committed marker failed: %r", err)
 
-    async def _fold(self, tp: TopicPartition, rec: Any) -> None:
+    def _reset(self) -> None:
+        """Forget the fold: the next record read is at the committed position (a new owner, a re-read)."""
+        self.fold, self._last_marker = WindowFold(self.size_ms), 0
+
+    @staticmethod
+    def _decode(rec: Any) -> Any:
         try:
-            value = orjson.loads(rec.value)
+            return orjson.loads(rec.value)
         except (orjson.JSONDecodeError, TypeError):
             log.warning("analytics windows: record at offset %d is not JSON; skipped", rec.offset)
-            return
+            return None
+
+    async def _after_batch(self) -> None:
+        """After each fetched batch: the owner's boundary marker."""
+        await self._mark()
+
+    async def _fold(self, tp: TopicPartition, rec: Any) -> bool:
+        """Fold one record of the log; True when it moved the consumer's position (a subclass's restart)."""
+        value = self._decode(rec)
+        if value is None:
+            return False
         if is_marker(value):
             self._last_marker = max(self._last_marker, int(value["marker"]))
         closed = self.fold.add(value, rec.timestamp)
         if closed is None:
-            return
+            return False
         await self._emit(closed)
         try:  # the marker opens the next window: a new owner starts there
             await self._consumer.commit({tp: rec.offset})  # type: ignore[union-attr]
         except (KafkaError, AssertionError) as err:
             log.warning("analytics windows: commit at marker %d failed (%r); the window may be emitted again, "
                         "with the same values", rec.offset, err)
+        return False
 
     async def _emit(self, records: list[AnalyticsRecord]) -> None:
         assert self._producer is not None
@@ -223,7 +264,8 @@ class AnalyticsWindows(ConsumerRebalanceListener):
         if not self._owner or boundary <= self._last_marker:
             return
         assert self._producer is not None
-        await (await self._producer.send(self.summary_topic, key=MARKER_KEY, value=marker(boundary), partition=0))
+        await (await self._producer.send(self.summary_topic, key=MARKER_KEY, value=marker(boundary),
+                                         partition=SUMMARY_PARTITION))
         self._last_marker = boundary
 
     # -- the dashboard's view --------------------------------------------------------------

@@ -17,9 +17,10 @@ grows by the rise of the maximum. Summed per window, the deltas are the window's
 the frames were split into batches. :func:`finalize_video` derives the means.
 
 The sums are per window only when the deltas land in the window they name (``WindowDelta.start``):
-event-time windows of the same size and step. Summed into today's log-order windows instead, the
-additive fields (frames, crossings, occupancy_sum, visits, dwell_ms_sum) stay exact, while
-``tracks`` and the maxima are approximate (kept per event-time window, not per log window).
+event-time analytics windows (``analytics.window``, :mod:`topologies.state.event_windows`), which
+:func:`add_to` files them under. Summed into the default log-order windows instead, the additive
+fields (frames, crossings, occupancy_sum, visits, dwell_ms_sum) stay exact, while ``tracks`` and the
+maxima are approximate (kept per event-time window, not per log window).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from topologies.state.analytics import finalize
+from topologies.state.event_windows import window_starts
 from topologies.video.zones import ZoneFrame
 
 __all__ = ["METRIC", "VideoWindows", "WindowDelta", "add_to", "finalize_video", "window_starts"]
@@ -45,14 +47,6 @@ class WindowDelta(NamedTuple):
     key: str
     field: str
     amount: float
-
-
-def window_starts(ts_ms: int, size_ms: int, step_ms: int) -> list[int]:
-    """Starts of the windows ``[start, start + size)`` that hold ``ts_ms``, oldest first (hopping when
-    ``step < size``, tumbling when equal)."""
-    last = ts_ms - ts_ms % step_ms
-    first = last - ((size_ms - 1) // step_ms) * step_ms
-    return [s for s in range(max(first, 0), last + 1, step_ms) if s <= ts_ms < s + size_ms]
 
 
 @dataclass
@@ -152,10 +146,15 @@ class VideoWindows:
 
 
 def add_to(deltas: Any, window_deltas: Iterable[WindowDelta]) -> None:
-    """Add window deltas to a batch's ``topologies.analytics.Deltas`` (today's log-order windows: the
-    window start is dropped; see the module docstring for what stays exact)."""
+    """Add window deltas to a batch's ``topologies.state.analytics.Deltas``: under the window they name when
+    the batch files event-time windows (``EventDeltas``), else the start is dropped (log-order windows; see
+    the module docstring for what stays exact)."""
+    add_window = getattr(deltas, "add_window", None)
     for d in window_deltas:
-        deltas.add(d.metric, d.key, d.field, d.amount)
+        if add_window is not None:
+            add_window(d.start, d.metric, d.key, d.field, d.amount)
+        else:
+            deltas.add(d.metric, d.key, d.field, d.amount)
 
 
 def finalize_video(values: Mapping[str, float]) -> dict[str, float]:

@@ -116,3 +116,31 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("kafka: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_topology(bad)
+
+
+def test_analytics_window_event_time_and_the_old_key(default: dict[str, Any]) -> None:
+    assert parse_topology(default).analytics.event_time is None  # default unchanged: window_s, log order
+    default["analytics"] = {}
+    t = parse_topology(_set(default, "analytics.window", {"size_s": 10, "step_s": 5, "grace_s": 2.5}))
+    ew = t.analytics.event_time
+    assert ew is not None and (ew.size_s, ew.step_s, ew.grace_s, ew.time) == (10, 5, 2.5, "event")
+    assert t.analytics.size_s == 10
+    log = parse_topology(_set(default, "analytics.window", {"size_s": 30, "time": "log"}))
+    assert log.analytics.event_time is None and log.analytics.size_s == 30
+
+
+@pytest.mark.parametrize(("window", "words"), [
+    ({"size_s": 10, "step_s": 3}, "analytics.window.step_s (3) must divide size_s (10)"),
+    ({"size_s": 10, "step_s": 20}, "must divide size_s"),
+    ({"size_s": 10, "step_s": 5, "time": "log"}, "time: log windows are tumbling"),
+    ({"size_s": 10, "grace_s": 1, "time": "log"}, "grace_s / idle_s apply to time: event only"),
+    ({"size_s": 10, "time": "wall"}, "analytics.window.time"),
+])
+def test_analytics_window_errors_name_the_key_and_fix(default: dict[str, Any], window: dict[str, Any],
+                                                       words: str) -> None:
+    assert words in _error(_set(default, "analytics.window", window))
+
+
+def test_window_s_and_window_must_agree(default: dict[str, Any]) -> None:
+    data = _set(_set(default, "analytics.window_s", 5), "analytics.window", {"size_s": 10})
+    assert "analytics.window_s (5) and analytics.window.size_s (10) disagree" in _error(data)

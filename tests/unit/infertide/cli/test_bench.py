@@ -27,3 +27,11 @@ def test_tiny_needs_a_config() -> None:
 def test_sweep_percent_must_be_percentages() -> None:
     res = runner.invoke(app, ["bench", "--sweep", "--sweep-percent", "10,abc"])
     assert res.exit_code == 2 and "--sweep-percent" in res.output
+
+
+@pytest.mark.parametrize("args", [["--shadow"], ["--shadow", "--model", "echo", "--sweep"],
+                                  ["--shadow", "--model", "echo", "--guarantee", "both"]])
+def test_shadow_needs_the_builtin_echo_route(args: list[str]) -> None:
+    res = runner.invoke(app, ["bench", *args])
+    assert res.exit_code == 2 and "--shadow drains the built-in echo route" in res.output
+    assert "infertide bench --model echo --shadow" in res.output

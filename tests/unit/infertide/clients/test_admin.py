@@ -55,4 +55,5 @@ def test_video_routes_with_tracking_get_a_compacted_state_topic(default: dict[st
     assert state_topics(topology) == ["g-cams-video-state"]
     state = [d for d in kafka_topics(topology) if d["metadata"]["labels"]["infertide.io/topic-role"] == "state"]
     assert [(d["spec"]["topicName"], d["spec"]["partitions"], d["spec"]["config"]) for d in state] == [
+        ("g-recommendations-state", 1, {"cleanup.policy": "compact"}),  # the recommendations fold's (every topology)
         ("g-cams-video-state", topology.topics.partitions, {"cleanup.policy": "compact"})]

@@ -23,6 +23,7 @@ from topologies.engine.ledger import PartitionLedger
 from topologies.engine.pipeline import RoutePipeline
 from topologies.engine.records import InputRecord
 from topologies.engine.video_state import VideoRoute
+from topologies.metrics import REGISTRY
 from topologies.video import finalize_video
 
 CLIP = demo_clip()
@@ -194,3 +195,33 @@ async def test_replayed_records_are_tracked_but_not_counted(frames) -> None:
     assert summary["metrics"]["video|cam-1"]["frames"] == 5
     results = [orjson.loads(r.value) for r in out.records if r.topic == "inference.detections"]
     assert any(b.get("track_id") is not None for r in results[:5] for b in r["boxes"])
+
+
+async def test_tracked_stale_and_restored_are_counted_in_metrics(frames) -> None:
+    recs, by_data = frames
+    topology = _topology()
+
+    def count(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"route": "video", **labels}) or 0.0
+
+    before = (count("infertide_video_frames_tracked_total", outcome="tracked"),
+              count("infertide_video_frames_tracked_total", outcome="stale"),
+              count("infertide_video_streams_total", how="restored"))
+    broker = FakeBroker()
+    ledger = PartitionLedger()
+    ledger.assigned({TP: (None, None)})
+    snapshot_of = VideoRoute(topology, topology.routes[0]).streams
+    for rec in recs[:3]:  # a snapshot of the stream after three frames, for the new owner to read back
+        ev = VideoFrameEvent.model_validate(orjson.loads(rec.value))
+        snapshot_of.process("cam-1", ev.frame_index, ev.pts_ms, ev.ts, detections(CLIP, ev.frame_index))
+    reader = FakeReader({"cam-1": snapshot_of.snapshot("cam-1")})
+    pipe = _pipeline(topology, broker, by_data, ledger=ledger, reader=reader)
+    batch = _copy(recs[3:10])
+    await pipe.submit(batch, ack=lambda _: asyncio.sleep(0), ticket=ledger.submitted(batch))
+    batch = _copy(recs[4:6])  # behind the stream's last frame (9): stale
+    await pipe.submit(batch, ack=lambda _: asyncio.sleep(0), ticket=ledger.submitted(batch))
+    await pipe.drain()
+    after = (count("infertide_video_frames_tracked_total", outcome="tracked"),
+             count("infertide_video_frames_tracked_total", outcome="stale"),
+             count("infertide_video_streams_total", how="restored"))
+    assert [a - b for a, b in zip(after, before)] == [7, 2, 1]

@@ -16,10 +16,11 @@ def test_latest_per_user_keeps_each_users_newest_in_order() -> None:
 
 
 def test_summary_has_every_part_the_dashboard_reads() -> None:
-    aggregator = SimpleNamespace(recent_recs=deque([{"user_id": "u", "items": []}]))
+    recommendations = SimpleNamespace(recent=deque([{"user_id": "u", "items": []}]))
     windows = SimpleNamespace(current=lambda: [{"w": 1}], recent=deque([{"w": 0}]))
     it = SimpleNamespace(live=LiveState(), topology=SimpleNamespace(routes=[SimpleNamespace(name="text")]),
-                         started=1.0, stalled=lambda: None, aggregator=aggregator, windows=windows)
+                         started=1.0, stalled=lambda: None, recommendations=recommendations,
+                         windows=windows)
     out = summary(it)  # no `totals` attribute: this worker's own counts
     assert set(out) == {"ts", "routes", "detections", "worker", "windows", "recommendations"}
     assert out["worker"] == {"routes": ["text"], "started": 1.0, "stalled": None}
