@@ -44,7 +44,7 @@ install: $(STAMP) system-deps jars $(CHECKOV) $(KUSTOMIZE) k8s-tools k8s-crds
 # Two pytest-xdist workers (tests/conftest.py's scheduler: a module, or all of unit / k8s, runs whole on one
 # worker, in collection order): most e2e and fault tests wait on brokers, sessions and restarts, not on the CPU.
 test: install
-	$(BIN)/python -m pytest tests -m "not bench" -n 2 --dist loadscope --no-loadscope-reorder --durations=30
+	$(BIN)/python -m pytest tests -m "not bench" -n 2 --dist loadscope --no-loadscope-reorder
 
 # The benchmarks' own code paths on CPU (the GPU bench's --quick run): minutes, so not in `make test`.
 test-bench: install

@@ -52,18 +52,23 @@ def _broker_pids(run_dir: Path) -> dict[Path, int]:
 
 @app.command("fetch")
 def kafka_fetch() -> None:
-    """Download the Apache Kafka jars with Maven (once) and print the cached folder.
+    """Download the Apache Kafka jars with Maven (once) and print the cached folder; then (once) start and stop
+    a broker of its own so its JVM writes a class archive that makes every later local broker start faster.
 
     Example: infertide kafka fetch
     """
-    from infertide.local.broker import KAFKA_VERSION, BrokerError, ensure_jars
+    from infertide.local.broker import KAFKA_VERSION, BrokerError, ensure_class_archive, ensure_jars
 
     try:
         with console.status(f"fetching Apache Kafka {KAFKA_VERSION} jars..."):
             libs = ensure_jars()
+        with console.status("writing the broker's JVM class archive (one broker start and stop)..."):
+            archive = ensure_class_archive()
     except BrokerError as err:
         raise fail(str(err)) from None
     console.print(str(libs))
+    if archive is None:
+        console.print("[yellow]no JVM class archive: local brokers start without it[/yellow]", highlight=False)
 
 
 @app.command("start")

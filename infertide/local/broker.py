@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from infertide.local.broker_tls import SaslSsl
+from infertide.local.class_archive import ClassArchive
 from infertide.local.supervise import die_with_parent
 
 __all__ = [
-    "KAFKA_VERSION", "BrokerError", "LocalKafka", "answers_metadata", "ensure_jars", "free_port", "new_cluster_id",
-    "project_cache", "stop_pid_file", "stop_pid_files", "terminate",
+    "KAFKA_VERSION", "BrokerError", "LocalKafka", "answers_metadata", "ensure_class_archive", "ensure_jars",
+    "free_port", "new_cluster_id", "project_cache", "stop_pid_file", "stop_pid_files", "terminate",
 ]
 
 KAFKA_VERSION = os.environ.get("INFERTIDE_KAFKA_VERSION", "4.1.1")
@@ -123,6 +124,8 @@ class LocalKafka:
     min_isr: int = 1
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     tls: SaslSsl | None = field(default=None, repr=False)
+    write_class_archive: bool = False
+    _archive_pending: tuple[ClassArchive, Path] | None = field(default=None, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -169,11 +172,18 @@ class LocalKafka:
         (self.workdir / "log4j.properties").write_text(_LOG4J.format(log=self.workdir / "kafka-server.log"))
         return path
 
-    def _java(self, libs: Path) -> list[str]:
+    def _java(self, libs: Path, *, broker: bool = False) -> list[str]:
+        """The JVM's command line up to its main class, mapping the class archive (``class_archive.py``) if
+        there is one; the broker's own JVM (``broker``) writes it at exit when ``write_class_archive``."""
         java = shutil.which("java")
         if java is None:
             raise BrokerError("Java 17+ is needed for the local Kafka broker (apt-get install openjdk-17-jre-headless)")
-        return [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseSerialGC",
+        archive = ClassArchive(libs, java)
+        cds = archive.flags()
+        if broker and self.write_class_archive and not cds:
+            cds, pending = archive.write_flags()
+            self._archive_pending = (archive, pending)
+        return [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseSerialGC", *cds,
                 f"-Dlog4j.configuration=file:{self.workdir / 'log4j.properties'}", "-cp", f"{libs}/*"]
 
     def start(self, timeout: float = 60.0) -> LocalKafka:
@@ -205,7 +215,7 @@ class LocalKafka:
             self._format(libs, config)
             saved.write_text(str(self.controller_port))
         with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen([*self._java(libs), "kafka.Kafka", str(config)], stdout=log,
+            self.proc = subprocess.Popen([*self._java(libs, broker=True), "kafka.Kafka", str(config)], stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=die_with_parent() if self.tie_to_parent else None)
         self.pid_file.write_text(str(self.proc.pid))
@@ -244,9 +254,16 @@ class LocalKafka:
         """SIGTERM (clean shutdown), then SIGKILL after ``timeout``; only our own PID."""
         if self.proc is None:
             return
-        terminate(self.proc, timeout)
+        code = terminate(self.proc, timeout)
+        self._keep_archive(code)
         self.pid_file.unlink(missing_ok=True)
         self.proc = None
+
+    def _keep_archive(self, returncode: int | None) -> None:
+        if self._archive_pending is not None:
+            archive, pending = self._archive_pending
+            archive.keep(pending, returncode)
+            self._archive_pending = None
 
     def kill(self) -> None:
         """SIGKILL, no clean shutdown (a crashed machine, as the cluster sees one); only our own PID.
@@ -255,7 +272,7 @@ class LocalKafka:
             return
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait(10)
+        self._keep_archive(self.proc.wait(10))
         self.pid_file.unlink(missing_ok=True)
         self.proc = None
 
@@ -288,6 +305,27 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
             proc.kill()
             proc.wait(10)
     return proc.returncode
+
+
+def ensure_class_archive(version: str = KAFKA_VERSION) -> Path | None:
+    """The JVM class archive of the broker on these jars (``class_archive.py``): made once by starting and
+    stopping a broker of its own in a temporary folder (seconds); None without Java or if it could not be made."""
+    import tempfile
+
+    java = shutil.which("java")
+    if java is None:
+        return None
+    archive = ClassArchive(ensure_jars(version), java)
+    if not archive.path.is_file():
+        with tempfile.TemporaryDirectory(prefix="infertide-cds-") as tmp:
+            node = LocalKafka(Path(tmp) / "kafka", version=version, write_class_archive=True)
+            try:
+                node.start()
+            except BrokerError:
+                return None  # an optimization only: brokers start without it
+            finally:
+                node.stop(timeout=60)
+    return archive.path if archive.path.is_file() else None
 
 
 def answers_metadata(bootstrap: str, **client_kw: Any) -> bool:
