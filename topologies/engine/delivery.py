@@ -13,8 +13,10 @@ published in it (results, dead letters, summaries) and the input offsets of thos
 consumer's group metadata (KIP-447: the broker refuses the offsets of a member it has fenced, such as a
 zombie that froze past its session), then committed. Readers with ``isolation.level=read_committed`` see
 each output once, at the commit. A failed commit is aborted: the ledger and the consumer go back to the
-committed offsets and read again; nothing of the aborted transaction is ever visible. Publishing waits
-while a transaction commits (the gate), model calls do not.
+committed offsets and read again; nothing of the aborted transaction is ever visible. An abort that
+fails, a fatal producer error or a call stuck in librdkafka replaces the producer (a new one under the
+same transactional id fences the old and aborts its transaction); only a fenced producer (another holds
+the id) stops the worker. Publishing waits while a transaction commits (the gate), model calls do not.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 0.5  # between calls of a transactional API call librdkafka says to retry
 COMMIT_ANSWER_S = 30.0  # an asynchronous commit unanswered this long no longer holds back the next one
+# librdkafka's codes for "another producer now holds this transactional id" (its own and the broker's).
+FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
 
 class Delivery:
@@ -205,7 +209,11 @@ class ExactlyOnce(Delivery):
             if not self.ledger.current(ticket):
                 return []  # its partitions moved or its transaction was aborted: the events are read again
             producer = self.producer
-            delivered = await producer.send_all(records)
+            try:
+                delivered = await producer.send_all(records)
+            except KafkaException as err:  # the producer failed fatally: the next commit aborts and replaces it
+                self._undelivered, self._dirty = err.args[0] if err.args else err, True
+                return []
             self.ledger.published(ticket)
             self._dirty = True
         return [asyncio.ensure_future(self._settled(delivered, producer))]
@@ -258,11 +266,10 @@ class ExactlyOnce(Delivery):
 
     async def _failed(self, err: KafkaException) -> None:
         error: KafkaError = err.args[0]
-        if error.fatal() or error.code() == KafkaError._FENCED:
-            log.critical("route %s: the transactional producer was fenced or failed fatally (%s): another worker "
-                         "uses the same transactional id (set INFERTIDE_WORKER_ID per worker) or this one is a "
-                         "zombie", self.route, error)
-            self.on_fatal(err)
+        if self._fenced(err):
+            return
+        if error.fatal():  # e.g. INVALID_TXN_STATE from a coordinator going down: librdkafka says start a new producer
+            await self._replace(f"fatal producer error {error}")
             return
         log.warning("route %s: transaction commit failed (%s); aborted, reading again from the committed offsets",
                     self.route, error)
@@ -276,22 +283,31 @@ class ExactlyOnce(Delivery):
             await self._replace(f"{err} (aborting after: {why})")
             return
         except KafkaException as err:
-            error = err.args[0] if err.args else None
-            if isinstance(error, KafkaError) and error.retriable() and not error.fatal():
-                # Still timing out after retry_for_s (seen after a 20 s broker freeze): a new producer under the
-                # same transactional id fences this one and aborts its transaction on the broker.
-                await self._replace(f"the abort did not finish ({error}) after: {why}")
+            if self._fenced(err):
                 return
-            log.critical("route %s: could not abort the transaction (%s) after: %s", self.route, err, why)
-            self.on_fatal(err)
+            # Still timing out after retry_for_s (seen after a 20 s broker freeze), or failed fatally (INVALID_TXN_STATE
+            # from a broker shutting down, seen in a clean-clone run): a new producer under the same transactional id
+            # fences this one and aborts its transaction on the broker.
+            await self._replace(f"the abort did not finish ({err.args[0] if err.args else err}) after: {why}")
             return
         await self._rewind()
+
+    def _fenced(self, err: KafkaException) -> bool:
+        """Another producer took this transactional id (two workers with one ``INFERTIDE_WORKER_ID``, or this one
+        is a zombie): the worker stops; a new producer here would fence the other in turn."""
+        error = err.args[0] if err.args else None
+        if not (isinstance(error, KafkaError) and error.code() in FENCED):
+            return False
+        log.critical("route %s: the transactional producer was fenced (%s): another worker uses the same "
+                     "transactional id (set INFERTIDE_WORKER_ID per worker) or this one is a zombie", self.route, error)
+        self.on_fatal(err)
+        return True
 
     async def _replace(self, why: str) -> None:
         """The producer is stuck inside librdkafka (the gate is held): a new one under the same transactional
         id fences it and aborts its open transaction; then read again from the committed offsets."""
-        log.error("route %s: %s (confluentinc/librdkafka#5456): the transactional producer is replaced; reading "
-                  "again from the committed offsets", self.route, why)
+        log.error("route %s: %s: the transactional producer is replaced; reading again from the committed offsets",
+                  self.route, why)
         old, self.producer = self.producer, self.producer.fresh()
         old.abandon(f"producer replaced: {why}")
         try:

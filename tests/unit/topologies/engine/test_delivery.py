@@ -175,3 +175,57 @@ async def test_an_abort_that_keeps_timing_out_replaces_the_producer_instead_of_s
     assert log[-2:] == ["p'.init", "p'.begin"], "a new producer under the same id fences the old one and begins"
     assert delivery.consumer.seeks == [("in", 0, 10)], "read again from the committed offset"
     assert not ledger.current(ticket), "the batch of the aborted transaction is never committed"
+
+
+class FatalAbort(TimingOutAbort):
+    """``send_offsets`` refused, then the abort fails fatally as the broker shuts down (seen in a clean-clone run:
+    ``Failed to end transaction: ... INVALID_TXN_STATE``), or with ``code`` instead."""
+
+    def __init__(self, log: list[str], name: str, code: int = KafkaError.INVALID_TXN_STATE) -> None:
+        super().__init__(log, name)
+        self.code = code
+
+    async def abort(self) -> None:
+        self.log.append(f"{self.name}.abort")
+        raise KafkaException(KafkaError(self.code, fatal=True))
+
+
+def _expelled_commit(old: FakeProducer) -> tuple[ExactlyOnce, PartitionLedger, Any, list[BaseException]]:
+    ledger = PartitionLedger(exactly_once=True)
+    ledger.assigned({("in", 0): (10, None)}, {})
+    fatal: list[BaseException] = []
+    delivery = ExactlyOnce("text", ledger, old, on_fatal=fatal.append, retry_for_s=0.05)  # type: ignore[arg-type]
+    delivery.consumer = FakeConsumer()
+    records = [Rec(0, 10), Rec(0, 11)]
+    ledger.fetched(("in", 0), records)
+    ticket = ledger.submitted(records)
+    ledger.published(ticket)
+    ledger.acked(ticket)
+    return delivery, ledger, ticket, fatal
+
+
+async def test_a_fatal_abort_replaces_the_producer_instead_of_stopping_the_worker() -> None:
+    log: list[str] = []
+    old = FatalAbort(log, "p")
+    delivery, ledger, ticket, fatal = _expelled_commit(old)
+
+    await delivery.commit()
+
+    assert not fatal, fatal
+    assert old.abandoned is not None and "INVALID_TXN_STATE" in old.abandoned, old.abandoned
+    assert log[-2:] == ["p'.init", "p'.begin"], "a new producer under the same id fences the old one and begins"
+    assert delivery.consumer.seeks == [("in", 0, 10)], "read again from the committed offset"
+    assert not ledger.current(ticket)
+
+
+@pytest.mark.parametrize("code", [KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH])
+async def test_a_fenced_producer_stops_the_worker_and_fences_no_one_back(code: int) -> None:
+    log: list[str] = []
+    old = FatalAbort(log, "p", code)
+    delivery, _, _, fatal = _expelled_commit(old)
+
+    await delivery.commit()
+
+    assert len(fatal) == 1 and fatal[0].args[0].code() == code
+    assert "p'.init" not in log, "a new producer would fence the worker that now holds the id"
+    assert old.abandoned is None
