@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from murmurhash2 import murmurhash2
 
 from topologies.engine.records import OutRecord
@@ -56,6 +56,8 @@ class Delivered:
     offset: int
 
 
+METADATA_TRIES = 3  # lookups of a topic's partition count before its batch fails
+METADATA_RETRY = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 CALL_GRACE_S = 10.0  # a blocking call that has not returned this long after its own timeout is wedged
 
 
@@ -206,12 +208,22 @@ class BatchProducer:
                 self._partitions[topic] = len(parts)
 
     async def _count(self, topic: str) -> int:
-        n = self._partitions.get(topic)
-        if n is None:
-            await self.know_topics([topic])
-            n = self._partitions.get(topic)
-            if n is None:
-                raise KafkaException(f"topic {topic} has no partitions (does it exist?)")
+        """``topic``'s partition count, looked up once. A lookup that timed out is tried again (up to
+        ``METADATA_TRIES`` times): a worker frozen mid-lookup (SIGSTOP, a VM pause) finds its timeout spent
+        when it thaws, and a failed lookup fails the batch (at-least-once: the worker stops)."""
+        for attempt in range(1, METADATA_TRIES + 1):
+            if (n := self._partitions.get(topic)) is not None:
+                return n
+            try:
+                await self.know_topics([topic])
+            except KafkaException as err:
+                error = err.args[0] if err.args else None
+                if not (isinstance(error, KafkaError) and error.code() in METADATA_RETRY) or attempt == METADATA_TRIES:
+                    raise
+                log.warning("producer: partitions of %s: %s; trying again (%d of %d)", topic, error, attempt + 1,
+                            METADATA_TRIES)
+        if (n := self._partitions.get(topic)) is None:
+            raise KafkaException(f"topic {topic} has no partitions (does it exist?)")
         return n
 
     async def send_all(self, records: Sequence[OutRecord]) -> asyncio.Future[list[Delivered]]:

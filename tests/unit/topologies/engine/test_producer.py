@@ -35,3 +35,53 @@ def test_record_batches_fit_the_smallest_max_message_bytes_of_the_routes_output_
     assert batch_bytes(limits, ["results", "dlq"]) == 20_000 - BATCH_OVERHEAD
     assert batch_bytes(limits, ["results"]) == MAX_BATCH_BYTES, "never above the producer's own batch"
     assert batch_bytes({}, ["unknown"]) == MAX_BATCH_BYTES
+
+
+class _Meta:
+    def __init__(self, topic: str, n: int) -> None:
+        self.topics = {topic: type("T", (), {"partitions": dict.fromkeys(range(n))})()}
+
+
+class _Librdkafka:
+    """``list_topics`` times out ``timeouts`` times (a worker frozen mid-lookup finds its timeout spent), then answers."""
+
+    def __init__(self, timeouts: int, code: int = -185) -> None:
+        self.timeouts, self.code, self.calls = timeouts, code, 0
+
+    def list_topics(self, topic: str, timeout: float) -> _Meta:
+        self.calls += 1
+        if self.calls <= self.timeouts:
+            from confluent_kafka import KafkaError, KafkaException
+            raise KafkaException(KafkaError(self.code, "Failed to get metadata: Local: Timed out"))
+        return _Meta(topic, 4)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+async def _count_with(fake: _Librdkafka) -> int:
+    from topologies.engine.producer import BatchProducer
+
+    producer = BatchProducer({"bootstrap.servers": "127.0.0.1:1"})
+    producer._producer = fake  # type: ignore[assignment]
+    try:
+        return await producer._count("results")
+    finally:
+        producer.abandon("test over")
+
+
+async def test_a_partition_lookup_that_timed_out_is_tried_again_not_failed() -> None:
+    fake = _Librdkafka(timeouts=2)
+    assert await _count_with(fake) == 4 and fake.calls == 3
+
+
+async def test_a_lookup_that_keeps_failing_or_fails_otherwise_fails_the_batch() -> None:
+    import pytest
+    from confluent_kafka import KafkaError, KafkaException
+
+    with pytest.raises(KafkaException):
+        await _count_with(_Librdkafka(timeouts=5))
+    fake = _Librdkafka(timeouts=1, code=KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        await _count_with(fake)
+    assert fake.calls == 1, "only a timed-out or unreachable lookup is tried again"
