@@ -250,11 +250,25 @@ class WorkerProcess:
         return "\n".join(["[first error]", *lines[start:start + first_errors], "[...]", "[last lines]", *last])
 
     def dump_stacks(self, wait_s: float = 1.0) -> None:
-        """SIGUSR1: the worker logs every asyncio task's and thread's stack (to its log)."""
-        if self.alive():
-            assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGUSR1)
-            time.sleep(wait_s)
+        """SIGUSR1: the worker logs every asyncio task's and thread's stack (to its log); then, where py-spy is
+        installed, every thread's stack down to its native frames (a call stuck inside librdkafka shows only
+        as a Python frame otherwise) is appended to the log too."""
+        if not self.alive():
+            return
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        time.sleep(wait_s)
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.is_file():
+            return
+        try:
+            dump = subprocess.run([str(spy), "dump", "--native", "--pid", str(self.proc.pid)], capture_output=True,
+                                  text=True, timeout=60)
+            text = dump.stdout + dump.stderr
+        except (OSError, subprocess.TimeoutExpired) as err:
+            text = f"py-spy dump failed: {err}"
+        with self.log_path.open("a") as log_file:
+            log_file.write(f"\n--- py-spy dump --native --pid {self.proc.pid}\n{text}\n")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

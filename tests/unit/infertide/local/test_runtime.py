@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from infertide.local import runtime
-from infertide.local.runtime import RayServe, local_env
+from infertide.local.runtime import RayServe, WorkerProcess, local_env
 
 
 def test_local_env_keeps_replicas_at_normal_priority_and_the_users_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,3 +102,21 @@ def test_a_worker_log_file_is_not_left_open(tmp_path: Any, monkeypatch: pytest.M
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
     runtime.WorkerProcess(tmp_path / "t.yaml", "127.0.0.1:1", 1, tmp_path / "w.log").start()
     assert opened and opened[0].closed
+
+
+def test_dump_stacks_appends_every_threads_native_stack_to_the_log(tmp_path: Path) -> None:
+    """A stalled worker's native frames (a call stuck inside librdkafka) land in its log, via py-spy."""
+    log = tmp_path / "w.log"
+    w = WorkerProcess(tmp_path / "t.yaml", None, 0, log)
+    w.proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGUSR1, "
+                                "lambda *a: print('usr1', flush=True)); time.sleep(60)"], stdout=log.open("ab"))
+    try:
+        time.sleep(0.5)
+        w.dump_stacks(wait_s=0.2)
+    finally:
+        w.proc.send_signal(signal.SIGKILL)
+        w.proc.wait(10)
+    text = log.read_text()
+    assert "usr1" in text
+    assert f"--- py-spy dump --native --pid {w.proc.pid}" in text
+    assert "sleep" in text, text[-2000:]
