@@ -41,6 +41,11 @@ PAUSE_S = 20
 STALLED_S = 90  # no new result this long: the route stalled (an exactly-once producer replaced takes up to ~40 s)
 
 
+def stopped_stuck(worker: WorkerProcess) -> bool:
+    """The worker exited 70 because a consumer call never returned (``topologies/engine/consumer_watch.py``)."""
+    return not worker.alive() and "has not returned for" in worker.log_path.read_text(errors="replace")
+
+
 def complete_or_stalled(ids: set[str], stalled_s: float) -> Callable[[list[Any]], bool]:
     """Read until every event has a result, or until no new result came for ``stalled_s`` (rather than wait
     out the whole timeout on a stalled route)."""
@@ -102,6 +107,14 @@ def test_broker_fault_mid_stream_loses_nothing(stack: Stack, tmp_path: Path, fau
         for g, topology in topologies.items():
             results = read_topic(broker.bootstrap, topology.topics.sentiment, timeout=240,
                                  until=complete_or_stalled(ids, STALLED_S))
+            runs[g]["restarted"] = 0
+            if not ids <= {v["event_id"] for _, _, v in results} and stopped_stuck(workers[g]):
+                # The open defect, caught by the consumer watchdog: the worker stopped itself (exit 70). Do what its
+                # supervisor does (`infertide up`, Kubernetes): start it again; it resumes from the committed offsets.
+                workers[g].start()
+                runs[g]["restarted"] = 1
+                results = read_topic(broker.bootstrap, topology.topics.sentiment, timeout=240,
+                                     until=complete_or_stalled(ids, STALLED_S))
             dlq = read_topic(broker.bootstrap, topology.topics.dlq, timeout=2, until=lambda r: False)
             lost, duplicates = tally(ids, results, dlq)
             if lost:  # the worker logs every task's and thread's stack: where a stalled route waits
@@ -118,10 +131,16 @@ def test_broker_fault_mid_stream_loses_nothing(stack: Stack, tmp_path: Path, fau
         a = r["analytics"]
         print(f"\n[broker {fault} {g}] down {down_s:.1f}s ({how}); {N} events: {r['results']} results, "
               f"{len(r['lost'])} lost, {r['duplicates']} duplicates, {r['dlq']} dead letters; analytics in/out "
-              f"{a.get('in', 0):.0f}/{a.get('out', 0):.0f} of {N}; worker peak RSS {r['rss']:.0f} MB; 0 restarts")
+              f"{a.get('in', 0):.0f}/{a.get('out', 0):.0f} of {N}; worker peak RSS {r['rss']:.0f} MB; "
+              f"{r['restarted']} restarts")
     known_stall = None
     for g, r in runs.items():
         assert r["seen_before"] < N // 2, "the broker must fail while the workers still have work"
+        if r["restarted"]:
+            # Open defect (docs/reliability.md): a consume call that never returned; the watchdog stopped the worker
+            # and one restart recovered it. Every count below stays strict (0 lost, analytics exact).
+            known_stall = (f"{g}: a consumer call never returned after the broker {fault}; the worker stopped itself "
+                           f"(exit 70) and one restart recovered every event (open defect; {workers[g].log_path})")
         assert r["alive"], f"{g}: the worker must ride out the broker fault:\n{r['tail']}"
         if r["lost"] and g == "at-least-once":
             # Open defect (docs/reliability.md, "Open: an at-least-once route stalled after a broker freeze"): in 1

@@ -36,6 +36,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from schemas.topology import RouteConfig, Topology
 from schemas.tracing import tracer
+from topologies.engine.consumer_watch import WatchedConsumer, watch
 from topologies.engine.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from topologies.engine.fetch import Fetcher
 from topologies.engine.ledger import PartitionLedger
@@ -78,6 +79,7 @@ class RouteRunner:
         self.rebalancing = True  # until the group's first assignment: a worker is not ready before every route is
         self.lag = 0
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self.fetcher: Fetcher = None  # type: ignore[assignment]  # built in start(), with the consumer
 
@@ -97,17 +99,23 @@ class RouteRunner:
             self.delivery = AtLeastOnce(self.route.name, self.ledger, producer, scanner, on_fatal=self.on_fatal)
         await self.delivery.start()
         conf = route_consumer_config(self.topology, self.bootstrap) | self.delivery.consumer_callbacks()
-        self.consumer = self.delivery.consumer = AIOConsumer(conf, max_workers=2)
+        watched = WatchedConsumer(AIOConsumer(conf, max_workers=2))
+        self.consumer = self.delivery.consumer = watched  # type: ignore[assignment]  # every call watched
         self.fetcher = Fetcher(self.consumer, self.ledger, self.route, self.pipeline.executor)
-        await self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                      on_lost=self._on_lost)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"route-{self.route.name}")
+        await self.consumer.subscribe([self.topic], on_assign=watched.callback(self._on_assign),
+                                      on_revoke=watched.callback(self._on_revoke),
+                                      on_lost=watched.callback(self._on_lost))
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"route-{self.route.name}")
         self._task.add_done_callback(self._ended)
+        self._watch = loop.create_task(watch(self.route.name, watched, self.on_fatal), name=f"watch-{self.route.name}")
         log.info("route %s started: %s, group %s, topic %s", self.route.name,
                  self.topology.delivery.processing_guarantee, self.topology.kafka.routes_group, self.topic)
 
     async def stop(self) -> None:
         """Graceful: stop taking, finish (or abandon) in-flight batches, commit, leave the group."""
+        if self._watch is not None:
+            self._watch.cancel()
         if self._task is not None:  # between two steps, not in the middle of a commit or a transactional call
             self._stopping = True
             try:
