@@ -150,15 +150,10 @@ class TimingOutAbort(FakeProducer):
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT, retriable=True))
 
 
-async def test_an_abort_that_keeps_timing_out_replaces_the_producer_instead_of_stopping_the_worker(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from topologies.engine import delivery as delivery_module
-
-    monkeypatch.setattr(delivery_module, "RETRY_S", 0.01)
-    log: list[str] = []
+def _expelled_commit(old: FakeProducer) -> tuple[ExactlyOnce, PartitionLedger, Any, list[BaseException]]:
+    """A delivery whose two acknowledged records wait for the next commit; its fatal errors are collected."""
     ledger = PartitionLedger(exactly_once=True)
     ledger.assigned({("in", 0): (10, None)}, {})
-    old = TimingOutAbort(log, "p")
     fatal: list[BaseException] = []
     delivery = ExactlyOnce("text", ledger, old, on_fatal=fatal.append, retry_for_s=0.05)  # type: ignore[arg-type]
     delivery.consumer = FakeConsumer()
@@ -167,6 +162,17 @@ async def test_an_abort_that_keeps_timing_out_replaces_the_producer_instead_of_s
     ticket = ledger.submitted(records)
     ledger.published(ticket)
     ledger.acked(ticket)
+    return delivery, ledger, ticket, fatal
+
+
+async def test_an_abort_that_keeps_timing_out_replaces_the_producer_instead_of_stopping_the_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from topologies.engine import delivery as delivery_module
+
+    monkeypatch.setattr(delivery_module, "RETRY_S", 0.01)
+    log: list[str] = []
+    old = TimingOutAbort(log, "p")
+    delivery, ledger, ticket, fatal = _expelled_commit(old)
 
     await delivery.commit()
 
@@ -188,20 +194,6 @@ class FatalAbort(TimingOutAbort):
     async def abort(self) -> None:
         self.log.append(f"{self.name}.abort")
         raise KafkaException(KafkaError(self.code, fatal=True))
-
-
-def _expelled_commit(old: FakeProducer) -> tuple[ExactlyOnce, PartitionLedger, Any, list[BaseException]]:
-    ledger = PartitionLedger(exactly_once=True)
-    ledger.assigned({("in", 0): (10, None)}, {})
-    fatal: list[BaseException] = []
-    delivery = ExactlyOnce("text", ledger, old, on_fatal=fatal.append, retry_for_s=0.05)  # type: ignore[arg-type]
-    delivery.consumer = FakeConsumer()
-    records = [Rec(0, 10), Rec(0, 11)]
-    ledger.fetched(("in", 0), records)
-    ticket = ledger.submitted(records)
-    ledger.published(ticket)
-    ledger.acked(ticket)
-    return delivery, ledger, ticket, fatal
 
 
 async def test_a_fatal_abort_replaces_the_producer_instead_of_stopping_the_worker() -> None:
