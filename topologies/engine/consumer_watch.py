@@ -40,7 +40,7 @@ class WatchedConsumer:
         self._ids = itertools.count()
         self._callbacks = 0  # the route's rebalance callbacks running now
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # first use of ``name`` only: the result is kept on the instance
         attr = getattr(self.inner, name)
         if not asyncio.iscoroutinefunction(attr):
             return attr
@@ -53,6 +53,7 @@ class WatchedConsumer:
             finally:
                 del self._calls[key]
 
+        setattr(self, name, call)  # the hot path (``consume`` per batch) finds it without __getattr__ from now on
         return call
 
     def callback(self, fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:

@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from topologies.engine.ledger import PartitionLedger, Ticket
-from topologies.engine.producer import BatchProducer, Wedged
+from topologies.engine.producer import BatchProducer, Wedged, kafka_error
 from topologies.engine.records import OutRecord
 from topologies.engine.replays import REFRESH_S, SummaryScanner
 
@@ -193,9 +193,8 @@ class ExactlyOnce(Delivery):
                 await call()
                 return
             except KafkaException as err:
-                error = err.args[0] if err.args else None
-                if not (isinstance(error, KafkaError) and error.retriable() and not error.fatal()
-                        and time.monotonic() < give_up):
+                error = kafka_error(err)
+                if not (error is not None and error.retriable() and not error.fatal() and time.monotonic() < give_up):
                     raise
                 log.warning("route %s: %s: %s; retrying", self.route, what, error)
                 await asyncio.sleep(RETRY_S)
@@ -295,8 +294,8 @@ class ExactlyOnce(Delivery):
     def _fenced(self, err: KafkaException) -> bool:
         """Another producer took this transactional id (two workers with one ``INFERTIDE_WORKER_ID``, or this one
         is a zombie): the worker stops; a new producer here would fence the other in turn."""
-        error = err.args[0] if err.args else None
-        if not (isinstance(error, KafkaError) and error.code() in FENCED):
+        error = kafka_error(err)
+        if error is None or error.code() not in FENCED:
             return False
         log.critical("route %s: the transactional producer was fenced (%s): another worker uses the same "
                      "transactional id (set INFERTIDE_WORKER_ID per worker) or this one is a zombie", self.route, error)

@@ -35,7 +35,7 @@ from murmurhash2 import murmurhash2
 
 from topologies.engine.records import OutRecord
 
-__all__ = ["BatchProducer", "Delivered", "Wedged", "partition_for"]
+__all__ = ["BatchProducer", "Delivered", "Wedged", "kafka_error", "partition_for"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ _SEED = 0x9747B28C  # the seed of Kafka's murmur2 (org.apache.kafka.common.utils
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
     return (murmurhash2(key, _SEED) & 0x7FFFFFFF) % partitions
+
+
+def kafka_error(err: KafkaException) -> KafkaError | None:
+    """The ``KafkaError`` a ``KafkaException`` carries; None for one raised with a plain message."""
+    error = err.args[0] if err.args else None
+    return error if isinstance(error, KafkaError) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +223,8 @@ class BatchProducer:
             try:
                 await self.know_topics([topic])
             except KafkaException as err:
-                error = err.args[0] if err.args else None
-                if not (isinstance(error, KafkaError) and error.code() in METADATA_RETRY) or attempt == METADATA_TRIES:
+                error = kafka_error(err)
+                if error is None or error.code() not in METADATA_RETRY or attempt == METADATA_TRIES:
                     raise
                 log.warning("producer: partitions of %s: %s; trying again (%d of %d)", topic, error, attempt + 1,
                             METADATA_TRIES)
