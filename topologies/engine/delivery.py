@@ -30,9 +30,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from topologies.engine.ledger import PartitionLedger, Ticket
-from topologies.engine.producer import BatchProducer, Wedged, kafka_error
+from topologies.engine.producer import BatchProducer
 from topologies.engine.records import OutRecord
 from topologies.engine.replays import REFRESH_S, SummaryScanner
+from topologies.transactions import Wedged, fenced, kafka_error
 
 __all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce"]
 
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 0.5  # between calls of a transactional API call librdkafka says to retry
 COMMIT_ANSWER_S = 30.0  # an asynchronous commit unanswered this long no longer holds back the next one
-# librdkafka's codes for "another producer now holds this transactional id" (its own and the broker's).
-FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
 
 class Delivery:
@@ -294,11 +293,11 @@ class ExactlyOnce(Delivery):
     def _fenced(self, err: KafkaException) -> bool:
         """Another producer took this transactional id (two workers with one ``INFERTIDE_WORKER_ID``, or this one
         is a zombie): the worker stops; a new producer here would fence the other in turn."""
-        error = kafka_error(err)
-        if error is None or error.code() not in FENCED:
+        if not fenced(err):
             return False
         log.critical("route %s: the transactional producer was fenced (%s): another worker uses the same "
-                     "transactional id (set INFERTIDE_WORKER_ID per worker) or this one is a zombie", self.route, error)
+                     "transactional id (set INFERTIDE_WORKER_ID per worker) or this one is a zombie", self.route,
+                     kafka_error(err))
         self.on_fatal(err)
         return True
 

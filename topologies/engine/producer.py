@@ -12,11 +12,9 @@ event loop, with the :class:`Delivered` positions of the records the caller aske
 
 Transactions (exactly-once): :meth:`BatchProducer.begin`, :meth:`send_offsets` (with the consumer's
 group metadata: KIP-447, so the broker refuses a fenced zombie's offsets), :meth:`commit` and
-:meth:`abort` run librdkafka's blocking calls off the event loop, on a daemon thread, and give up
-waiting (:class:`Wedged`) 10 s past their own timeout: librdkafka 2.16's ``send_offsets_to_transaction``
-can block forever after a broker restart, ignoring its timeout (confluentinc/librdkafka#5456, #5511;
-seen here in ``tests/e2e/test_broker_restart.py``). A wedged producer is replaced (:meth:`fresh`), not
-waited for.
+:meth:`abort` run librdkafka's blocking calls off the event loop, bounded (:mod:`topologies.transactions`:
+librdkafka's ``send_offsets_to_transaction`` can block forever after a broker restart). A wedged producer
+is replaced (:meth:`fresh`), not waited for.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +30,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from murmurhash2 import murmurhash2
 
+from topologies.transactions import CALL_GRACE_S, DaemonCalls, kafka_error
 from topologies.engine.records import OutRecord
 
-__all__ = ["BatchProducer", "Delivered", "Wedged", "kafka_error", "partition_for"]
+__all__ = ["BatchProducer", "Delivered", "partition_for"]
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +43,6 @@ _SEED = 0x9747B28C  # the seed of Kafka's murmur2 (org.apache.kafka.common.utils
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
     return (murmurhash2(key, _SEED) & 0x7FFFFFFF) % partitions
-
-
-def kafka_error(err: KafkaException) -> KafkaError | None:
-    """The ``KafkaError`` a ``KafkaException`` carries; None for one raised with a plain message."""
-    error = err.args[0] if err.args else None
-    return error if isinstance(error, KafkaError) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,54 +56,6 @@ class Delivered:
 
 METADATA_TRIES = 3  # lookups of a topic's partition count before its batch fails
 METADATA_RETRY = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
-CALL_GRACE_S = 10.0  # a blocking call that has not returned this long after its own timeout is wedged
-
-
-class Wedged(Exception):
-    """A librdkafka call did not return within its timeout plus ``CALL_GRACE_S``: replace the producer."""
-
-
-class _Calls:
-    """librdkafka's blocking calls, one at a time, on a daemon thread: a call stuck inside librdkafka must
-    neither block the event loop nor keep the process from exiting (executor threads are joined at exit)."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
-
-    def _serve(self) -> None:
-        while (item := self._queue.get()) is not None:
-            loop, future, fn, args = item
-            try:
-                result = fn(*args)
-            except BaseException as err:  # noqa: BLE001 - handed to the caller
-                loop.call_soon_threadsafe(_settle, future, None, err)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
-
-    async def call(self, fn: Any, *args: Any, limit_s: float | None = None) -> Any:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((loop, future, fn, args))
-        if limit_s is None:
-            return await future
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), limit_s)
-        except asyncio.TimeoutError:
-            raise Wedged(f"{getattr(fn, '__name__', fn)} did not return in {limit_s:.0f}s") from None
-
-    def shutdown(self) -> None:
-        self._queue.put(None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, err: BaseException | None) -> None:
-    if not future.done():
-        if err is not None:
-            future.set_exception(err)
-        else:
-            future.set_result(result)
-
-
 class _Deliveries:
     """Counts one batch's delivery reports and resolves its future once, on the loop. Reports arrive on the
     poll thread, or on the thread of a call that serves the queue too (flush, commit_transaction): a lock."""
@@ -169,7 +113,7 @@ class BatchProducer:
         self._producer = Producer(config)
         self._partitions: dict[str, int] = {}
         self._round_robin = itertools.count()
-        self._calls = _Calls("producer-calls")
+        self._calls = DaemonCalls("producer-calls")
         self._pending: set[_Deliveries] = set()  # batches not yet resolved (failed at once if abandoned)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)

@@ -21,7 +21,10 @@ in one summary: :mod:`topologies.engine.replays` at-least-once, transactions exa
 repeats left were the fold's own (a crash between the table update and the offset commit); a transaction
 per interval costs one commit a second at the default at-least-once interval, on one small topic.
 
-The blocking librdkafka calls run in a thread of their own (one partition, one small record per batch).
+The fold runs in a thread of its own (one partition, one small record per batch). Its transactional calls
+run bounded (:mod:`topologies.transactions`): one that has not returned past its timeout (librdkafka#5456:
+``send_offsets_to_transaction`` after a broker restart) replaces the producer, whose successor fences it and
+aborts its transaction, and the fold restores from the committed state, as after a failed commit.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from schemas.codec import encode
 from schemas.recommend_state import state_topic
 from schemas.summary import SUMMARY_PARTITION
 from schemas.topology import Topology
+from topologies.transactions import CALL_GRACE_S, DaemonCalls, Wedged, fenced
 from topologies.kafka_settings import confluent_config
 from topologies.metrics import METRICS
 from topologies.state.recfold import RecommendationFold, Step
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 0.5
 STOP_JOIN_S = 10.0  # a graceful stop waits this long for the fold's thread (its last commit)
+TXN_TIMEOUT_S = 30.0  # librdkafka's own timeout of each transactional call
 
 
 def read_state(config: dict[str, Any], topic: str, timeout_s: float, stop: threading.Event | None = None
@@ -126,6 +131,8 @@ class Recommendations:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Any = None
         self._producer: Any = None
+        self._calls: DaemonCalls | None = None
+        self.replaced = 0  # producers replaced after a wedged call
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -144,11 +151,7 @@ class Recommendations:
     def _main(self) -> None:
         k = self.topology.kafka
         try:
-            self._producer = Producer(self._conf | {
-                "transactional.id": self.transactional_id, "enable.idempotence": True, "acks": "all",
-                "transaction.timeout.ms": int(k.transaction_timeout_s * 1000), "linger.ms": 5,
-                "partitioner": "murmur2_random"})  # keyed records land where Kafka's default partitioner puts them
-            self._retry(lambda: self._producer.init_transactions(30))  # aborts what a previous run left open
+            self._new_producer()
             self._consumer = Consumer(self._conf | {
                 "group.id": k.recommendations_group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed", "session.timeout.ms": int(k.session_timeout_s * 1000),
@@ -173,6 +176,34 @@ class Recommendations:
                     self._consumer.close()  # the revocation commits what is pending
                 except Exception as err:  # noqa: BLE001
                     log.warning("recommendations: closing the consumer: %r", err)
+
+    def _new_producer(self) -> None:
+        """This worker's transactional producer; its ``init_transactions`` fences any earlier one under the same
+        id (a previous run, or a wedged one here) and aborts what that left open."""
+        k = self.topology.kafka
+        self._producer = Producer(self._conf | {
+            "transactional.id": self.transactional_id, "enable.idempotence": True, "acks": "all",
+            "transaction.timeout.ms": int(k.transaction_timeout_s * 1000), "linger.ms": 5,
+            "partitioner": "murmur2_random"})  # keyed records land where Kafka's default partitioner puts them
+        self._calls = DaemonCalls("recommendations-calls")
+        self._txn(self._producer.init_transactions)
+
+    def _txn(self, call: Callable[..., Any], *args: Any) -> Any:
+        """A transactional call (its timeout the last argument), retried as librdkafka asks, bounded."""
+        assert self._calls is not None
+        calls = self._calls
+        return self._retry(lambda: calls.call_sync(call, *args, TXN_TIMEOUT_S,
+                                                   limit_s=TXN_TIMEOUT_S + CALL_GRACE_S))
+
+    def _replace_producer(self, why: str) -> None:
+        """Give up on a producer (stuck in a call, or failed fatally): a new one under the same transactional id
+        fences it and aborts its transaction, then the fold restores (as after an abort)."""
+        log.warning("recommendations: %s; replacing the producer and restoring the committed state", why)
+        if self._calls is not None:
+            self._calls.shutdown()  # its thread stays in the stuck call (a daemon); the old producer is dropped
+        self.replaced += 1
+        self._new_producer()
+        self._reread()
 
     def _feed(self, msg: Any) -> None:
         err = msg.error()
@@ -241,11 +272,13 @@ class Recommendations:
             for key, value in step.rows.items():
                 self._produce(self.state_topic, key.encode(), value, partition=0)
             offsets = [TopicPartition(self.summary_topic, SUMMARY_PARTITION, fold.position)]
-            self._retry(lambda: producer.send_offsets_to_transaction(
-                offsets, self._consumer.consumer_group_metadata(), 30))
-            self._retry(lambda: producer.commit_transaction(30))
+            self._txn(producer.send_offsets_to_transaction, offsets, self._consumer.consumer_group_metadata())
+            self._txn(producer.commit_transaction)
         except KafkaException as err:
             self._failed(err)
+            return
+        except Wedged as err:
+            self._replace_producer(str(err))
             return
         for rec in step.recommendations:
             self.recent.append(rec.model_dump())
@@ -274,15 +307,25 @@ class Recommendations:
                 raise
 
     def _failed(self, err: KafkaException) -> None:
+        if fenced(err):
+            raise err  # another worker holds this transactional id (two with one INFERTIDE_WORKER_ID): stop
         error: KafkaError = err.args[0]
-        if error.fatal() or error.code() == KafkaError._FENCED:
-            raise KafkaException(error)  # fenced (two workers with one INFERTIDE_WORKER_ID) or broken: stop
+        if error.fatal():  # the producer cannot go on, nor abort: a new one fences it and aborts its transaction
+            self._replace_producer(f"the producer failed fatally ({error})")
+            return
         log.warning("recommendations: transaction failed (%s); aborted, restoring the committed state", error)
         try:
-            self._retry(lambda: self._producer.abort_transaction(30))
+            self._txn(self._producer.abort_transaction)
         except KafkaException as abort_err:
             if abort_err.args[0].code() != KafkaError._STATE:  # _STATE: no transaction was begun
                 raise
+        except Wedged as wedged:
+            self._replace_producer(str(wedged))
+            return
+        self._reread()
+
+    def _reread(self) -> None:
+        """Restore the committed state and fold again from its position (nothing assigned: nothing to fold)."""
         if self._consumer.assignment():
             start = self._restore()
             if start is not None:

@@ -4,7 +4,6 @@ makes the route replace its producer, fail the old one's pending batches and rea
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -13,7 +12,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from topologies.engine import producer as producer_module
 from topologies.engine.delivery import AtLeastOnce, ExactlyOnce
 from topologies.engine.ledger import PartitionLedger
-from topologies.engine.producer import Wedged, _Calls, _Deliveries
+from topologies.transactions import Wedged
+from topologies.engine.producer import _Deliveries
 from topologies.engine.replays import SummaryScanner
 
 
@@ -82,17 +82,6 @@ async def test_a_wedged_send_offsets_replaces_the_producer_and_reads_again_from_
     assert log == ["p.send_offsets", "p'.init", "p'.begin"], "the new producer starts a transaction; nothing committed"
     assert delivery.consumer.seeks == [("in", 0, 10)], "read again from the committed offset"
     assert not ledger.current(ticket), "the batch of the abandoned transaction is never committed"
-
-
-async def test_a_call_that_does_not_return_is_reported_wedged_and_the_thread_does_not_block_exit() -> None:
-    calls = _Calls("test-calls")
-    release = threading.Event()
-    with pytest.raises(Wedged, match="wait did not return"):
-        await calls.call(release.wait, limit_s=0.2)
-    release.set()
-    assert await calls.call(lambda: 7) == 7, "the thread serves the next call once the stuck one returns"
-    calls.shutdown()
-    assert all(t.daemon for t in threading.enumerate() if t.name == "test-calls")
 
 
 async def test_abandoning_fails_pending_batches_at_once() -> None:
