@@ -13,6 +13,11 @@ checkpoints (``workers.multiplex`` has the contract).
 
 A call carrying more items than ``max_batch_size`` is split into chunks before it
 is queued (Serve would fail it with "Size of item is greater than max_batch_size").
+
+A call that finds the replica idle (no other call queued or running) runs at once, as one batch:
+``@serve.batch`` would hold it for ``batch_wait_timeout_s`` waiting for company that is not coming
+(a lone event at idle paid the whole wait). Calls that arrive while one runs are batched as before, so
+fill under load is unchanged; route calls already carry micro-batches of many events.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class ModelServer:
         self._checkpoint_slots = checkpoint_slots
         self._batcher: Any = None
         self._batcher_concurrency = 0
+        self._calls = 0  # calls in this replica now (queued in the batcher or running)
         self.reset_stats()
         self._metric = self._make_metric()
         self._tracer = tracer(f"infertide-{model_name}")
@@ -129,10 +135,18 @@ class ModelServer:
         if self.cfg is None:
             raise RuntimeError("ModelServer has no config yet; call reconfigure(user_config) first")
         n = self.cfg.batching.max_batch_size
-        if len(items) <= n:
-            return await self._batcher(items)
-        chunks = await asyncio.gather(*(self._batcher(items[i:i + n]) for i in range(0, len(items), n)))
-        return [r for chunk in chunks for r in chunk]
+        idle = self._calls == 0
+        self._calls += 1
+        try:
+            if len(items) <= n:
+                if idle:  # nothing to batch with: do not wait for batch_wait_timeout_s
+                    self.idle_runs += 1
+                    return (await self._run_batches([items]))[0]
+                return await self._batcher(items)
+            chunks = await asyncio.gather(*(self._batcher(items[i:i + n]) for i in range(0, len(items), n)))
+            return [r for chunk in chunks for r in chunk]
+        finally:
+            self._calls -= 1
 
     async def __call__(self, items: list[Any]) -> list[Reply]:
         return await self.infer(items)
@@ -192,6 +206,7 @@ class ModelServer:
     def reset_stats(self) -> None:
         """Forget the batch sizes seen so far (benchmarks call it between runs)."""
         self._batches = self._items = self._max = 0
+        self.idle_runs = 0  # calls run at once because the replica was idle
         self._hist = [0] * (len(BATCH_SIZE_BUCKETS) + 1)
 
     def stats(self) -> dict[str, Any]:
@@ -206,6 +221,7 @@ class ModelServer:
             "items": self._items,
             "mean": self._items / self._batches if self._batches else 0.0,
             "max": self._max,
+            "idle_runs": self.idle_runs,
             "histogram": {k: v for k, v in zip(labels, self._hist) if v},
             "max_batch_size": self.cfg.batching.max_batch_size if self.cfg else None,
             "options": dict(self.cfg.options) if self.cfg else {},

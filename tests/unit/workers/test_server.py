@@ -33,6 +33,16 @@ async def test_batches_form_across_calls_and_order_kept(tiny_topology):
         assert all(r["ok"] for r in res[:-1]) and res[-1]["ok"] is False
     st = server.stats()
     assert st["items"] == 48 and st["max"] > 3 and st["max"] <= 16 and st["batches"] < 12
+    assert st["idle_runs"] == 1  # only the first found the replica idle; the rest were batched
+
+
+async def test_a_call_on_an_idle_replica_does_not_wait_for_company(tiny_topology):
+    uc = model_user_config(tiny_topology, "echo")
+    server = ModelServer("echo", {**uc, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 60.0}})
+    res = await asyncio.wait_for(server.infer(["alone"]), 10)  # through the batcher it would wait 60 s
+    assert [r["ok"] for r in res] == [True]
+    first = await asyncio.wait_for(server.infer(["again"]), 10)  # idle again once the first returned
+    assert first[0]["ok"] and server.stats()["idle_runs"] == 2 and server.stats()["batches"] == 2
 
 
 async def test_oversize_call_is_split(tiny_topology):
