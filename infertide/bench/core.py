@@ -116,7 +116,7 @@ def run_bench(opts: BenchOptions, report: Reporter | None = None) -> dict[str, A
                     runs[p.name]["half_rate"] = measure(bs, p, min(opts.events, int(half * 10)), half, f"h{p.name}",
                                                         report)
                     phase(report, f"latency of a lone event, one every 0.5 s ({p.name})")
-                    runs[p.name]["lone"] = measure(bs, p, LONE_EVENTS, 2.0, f"l{p.name}", report)
+                    runs[p.name]["lone"] = measure(bs, p, LONE_EVENTS, 2.0, f"l{p.name}", report, linger_ms=0)
         bs.stop_pipeline()
         routes = []
         for p in bs.plans:

@@ -54,7 +54,7 @@ def plans(topology: Any) -> list[RoutePlan]:
                       tuple(r.models), r.batch_size) for r in topology.routes]
 
 
-async def _open(topology: Any, topics: list[str]) -> tuple[Any, Any]:
+async def _open(topology: Any, topics: list[str], linger_ms: int = 5) -> tuple[Any, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from infertide.clients.admin import aiokafka_kwargs, max_message_bytes
@@ -63,7 +63,7 @@ async def _open(topology: Any, topics: list[str]) -> tuple[Any, Any]:
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
                                 isolation_level="read_committed",
                                 max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024, **kw)
-    producer = AIOKafkaProducer(acks="all", linger_ms=5, max_batch_size=512 * 1024,
+    producer = AIOKafkaProducer(acks="all", linger_ms=linger_ms, max_batch_size=512 * 1024,
                                 max_request_size=max_message_bytes(topology), **kw)
     await consumer.start()
     await producer.start()
@@ -78,21 +78,24 @@ async def _open(topology: Any, topics: list[str]) -> tuple[Any, Any]:
 async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str, timeout_s: float,
                 report: Reporter | None = None, max_s: float | None = None,
                 image_size: tuple[int, int] = (64, 48), hold: Callable[[], None] | None = None,
-                answers: dict[tuple[str, int], bytes] | None = None) -> dict[str, Any]:
+                answers: dict[tuple[str, int], bytes] | None = None, linger_ms: int = 5) -> dict[str, Any]:
     """Produce ``n`` events of ``plan`` (paced at ``rate``; stop producing after ``max_s``) and read the results.
 
     With ``hold``, every event is produced first, then ``hold()`` runs (the bench restarts the stopped
     workers there) and only then are results read: the drain measurement, no producer competing.
     With ``answers``, each result's :func:`answer_digest` is put there under (output topic, event index).
+    ``linger_ms``: the events' producer's (the lone events are sent with 0: one event at a time has nothing to
+    wait for, and its linger would be counted in every latency).
     """
     from infertide.clients.produce import now_ms
     from schemas.codec import encode
 
     dlq_topic = topology.topics.dlq
-    consumer, producer = await _open(topology, [*plan.outputs, dlq_topic])
+    consumer, producer = await _open(topology, [*plan.outputs, dlq_topic], linger_ms)
     need = len(plan.outputs)
     got: dict[str, set[str]] = {}  # event id -> output topics seen
     worst: dict[str, float] = {}  # event id -> slowest e2e_ms so far
+    stages: dict[str, tuple[float, float, float]] = {}  # event id -> where its first result's time went
     done: set[str] = set()
     dead: set[str] = set()
     state = {"sent": 0, "first_send_ms": 0, "last_ack_ms": 0, "first_result_ms": 0, "last_result_ms": 0,
@@ -139,6 +142,8 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
         # Until a read_committed reader has it: in exactly-once that includes the wait for the transaction.
         produced = now_ms()
         worst[eid] = max(worst.get(eid, 0.0), float(produced - int(res["ts"])))
+        if eid not in stages:
+            stages[eid] = result_stages(res, produced)
         state["last_result_ms"] = max(state["last_result_ms"], produced)
         state["first_result_ms"] = min(state["first_result_ms"] or produced, produced)
         if len(seen) >= need:
@@ -169,9 +174,20 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
     complete = [e for e in done if e not in dead]
     return {"sent": state["sent"], "results": len(complete), "dlq": len(dead),
             "partial": len(got) - len(complete) - len(dead & got.keys()),
-            "e2e_ms": [worst[e] for e in complete], "first_send_ms": state["first_send_ms"],
+            "e2e_ms": [worst[e] for e in complete], "stages_ms": [stages[e] for e in complete], "first_send_ms": state["first_send_ms"],
             "last_ack_ms": state["last_ack_ms"], "first_result_ms": state["first_result_ms"],
             "last_result_ms": state["last_result_ms"]}
+
+
+def result_stages(result: dict[str, Any], read_ms: int) -> tuple[float, float, float]:
+    """Where one result's end-to-end time went, in ms, from its own ``timings``: (its event's ``ts`` to the
+    route's Serve call, less that call: the producer's linger, the broker and the route's fetch and decode;
+    the Serve call; the route's result built to read here: the route's produce, the broker, the commit in
+    exactly-once, this reader's fetch)."""
+    t = result.get("timings", {})
+    call = float(t.get("inference_ms", 0.0)) + float(t.get("queue_ms", 0.0))
+    built = float(t.get("e2e_ms", 0.0))
+    return max(0.0, built - call), call, float(read_ms - int(result.get("produced_ts", read_ms)))
 
 
 def run_drive(*args: Any, **kwargs: Any) -> dict[str, Any]:

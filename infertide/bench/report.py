@@ -50,6 +50,9 @@ def render_table(r: dict[str, Any], c: dict[str, Any]) -> Table:
               f"{p['results']} results, {p['dlq']} DLQ ({p['dlq_rate']:.2%}), {p['missing']} missing in "
               f"{p['seconds']:.1f} s, the producer on the same cores; latency p50 {lat['p50']:.0f} / p90 "
               f"{lat['p90']:.0f} / p99 {lat['p99']:.0f} ms")
+    for key, label in (("half_rate", "  at half the drain rate"), ("lone", "  a lone event, one every 0.5 s")):
+        if (q := p.get(key)) is not None:
+            t.add_row(label, f"{q['events_per_s']:,.0f}", "", _latency_detail(q))
     _fill_rows(t, p)
     _worker_rows(t, p)
     ra, b = r["ratios"], r["bare_model"]
@@ -64,7 +67,20 @@ def render_table(r: dict[str, Any], c: dict[str, Any]) -> Table:
     pt = r["passthrough"]
     t.add_row("(c) broker passthrough (aiokafka, no model)", f"{pt['events_per_s']:,.0f}",
               _ratio(ra["pipeline_over_passthrough"]), f"{pt['events']} events in {pt['seconds']:.1f} s")
+    if (pc := r.get("passthrough_confluent")) is not None:
+        t.add_row("(c) broker passthrough (confluent-kafka, no model)", f"{pc['events_per_s']:,.0f}",
+                  _ratio(ra["pipeline_over_passthrough_confluent"]), f"{pc['events']} events in {pc['seconds']:.1f} s")
     return t
+
+
+def _latency_detail(q: dict[str, Any]) -> str:
+    """A paced run's latency, and where its median went (when the results carried their timings)."""
+    lat = q["latency_ms"]
+    text = f"{q['results']} results; latency p50 {lat['p50']:.0f} / p99 {lat['p99']:.0f} ms"
+    if st := q.get("stages_ms"):
+        text += (f"; p50 of each stage: event to the Serve call {st['to_serve']:.0f} ms, the call "
+                 f"{st['serve_call']:.0f} ms, result built to read {st['to_reader']:.0f} ms")
+    return text
 
 
 def render_tables(result: dict[str, Any]) -> list[Table]:

@@ -154,14 +154,15 @@ def _held(worker: Any, samples: mx.Samples, topic: str, busy: bool) -> tuple[lis
 
 
 def measure(bs: BenchStack, plan: RoutePlan, n: int, rate: float, tag: str, report: Reporter | None = None,
-            max_s: float | None = None, timeout_s: float | None = None) -> dict[str, Any]:
-    """One measured pass of ``plan``: ``n`` events at ``rate``; the pipeline section of the result."""
+            max_s: float | None = None, timeout_s: float | None = None, linger_ms: int = 5) -> dict[str, Any]:
+    """One measured pass of ``plan``: ``n`` events at ``rate`` (produced with ``linger_ms``); the pipeline
+    section of the result."""
     app = bs.topology.serve_app_name
     workers = list(bs.stack.procs)
     asyncio.run(_serve_stats(app, plan.models, reset=True))
     before = [mx.scrape(w) for w in workers]
     run = run_drive(bs.topology, plan, n, rate, f"{bs.prefix}{tag}", timeout_s or bs.opts.timeout_s, report, max_s,
-                    bs.opts.image_size)
+                    bs.opts.image_size, linger_ms=linger_ms)
     after = [mx.scrape(w) for w in workers]
     sstats = asyncio.run(_serve_stats(app, plan.models, reset=False))
     span_s = max(max(run["last_result_ms"], run["last_ack_ms"]) - run["first_send_ms"], 1) / 1000
@@ -193,6 +194,9 @@ def measure(bs: BenchStack, plan: RoutePlan, n: int, rate: float, tag: str, repo
         "produce_events_per_s": run["sent"] / ack_s,
         "latency_ms": {"p50": percentile(e2e, 50), "p90": percentile(e2e, 90), "p99": percentile(e2e, 99),
                        "max": max(e2e, default=0.0), "mean": sum(e2e) / len(e2e) if e2e else 0.0},
+        # p50 of each stage (infertide.bench.drive.result_stages): to the Serve call, the call, result to read.
+        "stages_ms": {name: percentile([s[i] for s in run["stages_ms"]], 50)
+                      for i, name in enumerate(("to_serve", "serve_call", "to_reader"))},
         "microbatch": {"batches": int(mb_count), "events": int(mb_sum), "mean": mb_mean,
                        "batch_size": plan.batch_size, "fill": mb_mean / plan.batch_size},
         "serve_batch": serve,

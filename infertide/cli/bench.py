@@ -76,6 +76,7 @@ def bench(
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for one run's results.")] = 300.0,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Logs and configs (default: a temp folder).")] = None,
     guarantee: Annotated[str, typer.Option("--guarantee", help="delivery.processing_guarantee of the routes: at-least-once, exactly-once, or both (one run each, side by side, with latency at half rate and of a lone event).")] = "at-least-once",
+    latency: Annotated[bool, typer.Option("--latency", help="After the drain, also the latency at half the drain rate and of a lone event (one every 0.5 s), each with where its median went; on with --guarantee both.")] = False,
     shadow: Annotated[bool, typer.Option("--shadow", help="With --model echo: the live drain without a shadow, with a shadow of the same model and with a slow shadow, side by side, instead of the baselines.")] = False,
     shadow_delay_ms: Annotated[float, typer.Option("--shadow-delay-ms", min=0, help="--shadow: the slow shadow sleeps this long per model batch.")] = 1000.0,
     shadow_rounds: Annotated[int, typer.Option("--shadow-rounds", min=1, help="--shadow: rounds of the three drains, each round in another order (2+: the no-shadow drains' spread is the noise).")] = 2,
@@ -109,6 +110,8 @@ def bench(
 
       infertide bench --model echo --guarantee both --events 50000
 
+      infertide bench --model echo --latency --events 20000
+
       infertide bench --model echo --shadow --events 20000
     """
     from infertide.bench import BenchOptions
@@ -137,7 +140,7 @@ def bench(
                         bootstrap=bootstrap_of(ctx, bootstrap), timeout_s=timeout_s, workdir=workdir, workers=workers,
                         partitions=partitions, config=config, tiny=tiny, route=route, sweep=sweep,
                         sweep_fractions=_fractions(sweep_percent), step_s=step_s, chart=chart,
-                        guarantee="at-least-once" if guarantee == "both" else guarantee, shadow=shadow,
+                        guarantee="at-least-once" if guarantee == "both" else guarantee, latency=latency, shadow=shadow,
                         shadow_delay_ms=shadow_delay_ms, shadow_rounds=shadow_rounds, shadow_queue=shadow_queue)
     if shadow:
         from infertide.bench.shadow import run_shadow as fn

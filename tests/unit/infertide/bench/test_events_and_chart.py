@@ -73,3 +73,30 @@ def test_route_table_and_markdown_label_both_fills() -> None:
     assert "micro-batch fill (worker)" in text and "mean 25.0 of batch_size 32 = 78%" in text
     assert "Serve batch fill (echo)" in text and "assigned [0, 1]" in text
     assert "| text (text) | echo | 100/100 | **1,000** | 2,000 | 0.50 |" in markdown(result)
+
+
+def test_route_table_shows_the_paced_runs_their_stages_and_both_passthroughs() -> None:
+    pipeline = _pipeline(0, 1000, 50)
+    pipeline["lone"] = {**_pipeline(2, 2, 30), "results": 20,
+                        "stages_ms": {"to_serve": 9.0, "serve_call": 12.0, "to_reader": 8.0}}
+    base = {"bare_model": {"items_per_s": 2000.0, "batch_size": 32, "models": {"echo": {"items_per_s": 2000.0}},
+                           "threads": None, "batches": 3},
+            "naive_loop": {"events": 10, "seconds": 1.0, "events_per_s": 10.0},
+            "passthrough": {"events": 100, "seconds": 0.1, "events_per_s": 1000.0},
+            "passthrough_confluent": {"events": 100, "seconds": 0.05, "events_per_s": 2000.0},
+            "ratios": {"pipeline_over_bare_model": 0.5, "pipeline_over_naive_loop": 100.0,
+                       "pipeline_over_passthrough": 1.0, "pipeline_over_passthrough_confluent": 0.5}}
+    console = Console(width=300, record=True)
+    for t in render_tables({"conditions": CONDITIONS, "routes": [{"pipeline": pipeline, **base}]}):
+        console.print(t)
+    text = console.export_text()
+    assert "a lone event, one every 0.5 s" in text and "the call 12 ms" in text and "to read 8 ms" in text
+    assert "(confluent-kafka, no model)" in text and "2,000" in text
+
+
+def test_result_stages_split_a_results_time() -> None:
+    from infertide.bench.drive import result_stages
+
+    result = {"ts": 1000, "produced_ts": 1030, "timings": {"inference_ms": 2.0, "queue_ms": 10.0, "e2e_ms": 30.0}}
+    assert result_stages(result, read_ms=1041) == (18.0, 12.0, 11.0)
+    assert result_stages({"ts": 5}, read_ms=9) == (0.0, 0.0, 0.0)  # no timings: nothing to split
