@@ -17,7 +17,8 @@ is queued (Serve would fail it with "Size of item is greater than max_batch_size
 A call that finds the replica idle (no other call queued or running) runs at once, as one batch:
 ``@serve.batch`` would hold it for ``batch_wait_timeout_s`` waiting for company that is not coming
 (a lone event at idle paid the whole wait). Calls that arrive while one runs are batched as before, so
-fill under load is unchanged; route calls already carry micro-batches of many events.
+fill under load is unchanged; route calls already carry micro-batches of many events. Batches running at
+once, by either path, stay within ``max_concurrent_batches``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ModelServer:
         self._checkpoint_slots = checkpoint_slots
         self._batcher: Any = None
         self._batcher_concurrency = 0
+        self._slots = asyncio.Semaphore(1)
         self._calls = 0  # calls in this replica now (queued in the batcher or running)
         self.reset_stats()
         self._metric = self._make_metric()
@@ -98,6 +100,9 @@ class ModelServer:
             self.checkpoints.configure(cfg)
         b = cfg.batching
         if self._batcher is None or b.max_concurrent_batches != self._batcher_concurrency:
+            # Batches running at once, whichever path they came by (the batcher's, or a call run at once on an
+            # idle replica): max_concurrent_batches bounds both.
+            self._slots = asyncio.Semaphore(b.max_concurrent_batches)
             self._batcher = serve.batch(
                 max_batch_size=b.max_batch_size,
                 batch_wait_timeout_s=b.batch_wait_timeout_s,
@@ -169,7 +174,8 @@ class ModelServer:
                 return [[error_envelope(exc) for _ in r] for r in requests]
         assert model is not None
         # In a thread, so the replica keeps queueing the next batch while this one runs.
-        results = await asyncio.to_thread(model.run_batch, flat)
+        async with self._slots:
+            results = await asyncio.to_thread(model.run_batch, flat)
         out, i = [], 0
         for r in requests:
             out.append(results[i:i + len(r)])

@@ -83,3 +83,28 @@ def test_serve_deploy_config_shape(tiny_topology):
     assert deps["sentiment"]["num_replicas"] == 1
     assert deps["sentiment"]["user_config"]["options"]["max_text_chars"] == topo.limits.max_text_chars
     assert deployment_options(topo, "sentiment") == deps["sentiment"]
+
+
+async def test_a_call_run_at_once_counts_toward_max_concurrent_batches(tiny_topology):
+    import threading
+    import time
+
+    uc = model_user_config(tiny_topology, "echo")
+    server = ModelServer("echo", {**uc, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.01,
+                                                     "max_concurrent_batches": 1}})
+    lock, running, most = threading.Lock(), [0], [0]
+    run_batch = server.model.run_batch
+
+    def slow_batch(items):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return run_batch(items)
+
+    server.model.run_batch = slow_batch
+    results = await asyncio.gather(*(server.infer([f"t{i}"]) for i in range(4)))
+    assert all(r[0]["ok"] for r in results)
+    assert server.stats()["idle_runs"] == 1 and most[0] == 1, "the first ran at once; the batch behind it waited"
