@@ -110,13 +110,30 @@ def check_schema_header(value: bytes, expected: str) -> None:
 
 
 def _unknown_fields(cls: type[BaseModel], obj: dict[str, Any]) -> list[str]:
-    """Keys of ``obj`` (and of its ``image``) that ``cls`` does not declare; input models ignore them."""
-    fields = cls.model_fields
-    extra = [k for k in obj if k not in fields]
+    """Keys of ``obj`` (and of its ``image``) that ``cls`` does not declare; input models ignore them.
+
+    Per event on the hot path: the declared names are a cached frozenset, and the usual case (nothing
+    unknown) is one set comparison."""
+    fields = _field_names(cls)
     image = obj.get("image")
-    if isinstance(image, dict) and "image" in fields:
-        extra += [f"image.{k}" for k in image if k not in ImageRef.model_fields]
+    nested = isinstance(image, dict) and "image" in fields
+    if obj.keys() <= fields and (not nested or image.keys() <= _field_names(ImageRef)):
+        return []
+    extra = [k for k in obj if k not in fields]
+    if nested:
+        extra += [f"image.{k}" for k in image if k not in _field_names(ImageRef)]
     return extra
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type[BaseModel]) -> frozenset[str]:
+    """The field names ``cls`` declares (``model_fields`` is a deprecated-property lookup on each access)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
+    return names
 
 
 def decode(data: bytes | bytearray | memoryview | str, schema: str, limits: Limits = DEFAULT_LIMITS, *,
