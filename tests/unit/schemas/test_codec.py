@@ -147,3 +147,13 @@ def test_limits_are_enforced() -> None:
     big = {**VALID["text.v1"][0], "source": "s" * (70 * 1024)}
     err = _decode_or_error(orjson.dumps(big), "text.v1")
     assert isinstance(err, EventDecodeError) and err.field == "" and "limit is 65536" in err.reason
+
+
+def test_unknown_fields_are_named_top_level_and_in_the_image_and_none_when_all_are_known() -> None:
+    unknown: list[str] = []
+    decode(orjson.dumps({"event_id": "e", "ts": 1, "text": "hi"}), "text.v1", unknown=unknown)
+    assert unknown == []
+    decode(orjson.dumps({"event_id": "e", "ts": 1, "text": "hi", "mood": "x"}), "text.v1", unknown=unknown)
+    image = {"event_id": "e", "ts": 1, "image": {"uri": "file:///a.png", "exif": {}}, "camera": "c1"}
+    decode(orjson.dumps(image), "image.v1", unknown=unknown)
+    assert unknown == ["mood", "camera", "image.exif"]
