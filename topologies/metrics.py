@@ -8,6 +8,7 @@ __all__ = ["REGISTRY", "METRICS", "forget", "render"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+_STAGE_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 _LATENCY_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -41,6 +42,11 @@ class _Metrics:
                                      ["route"], buckets=_LATENCY_S, registry=registry)
         self.serve_call = Histogram("infertide_serve_call_seconds", "One DeploymentHandle call",
                                     ["route", "model"], buckets=_LATENCY_S, registry=registry)
+        self.batch_stage = Histogram(
+            "infertide_batch_stage_seconds", "One micro-batch's time in each engine stage: fill (first record to "
+            "the batch closing), decode, serve (the model calls, and tracking on a video route), finish (results and summary built), wait (for its "
+            "turn to publish, in submission order), publish (records handed to the producer), ack (until the broker "
+            "acknowledged them)", ["route", "stage"], buckets=_STAGE_S, registry=registry)
         self.serve_retries = Counter("infertide_serve_retries_total", "Serve calls retried",
                                      ["route", "model"], registry=registry)
         self.consumer_lag = Gauge("infertide_consumer_lag", "Highwater minus committed offset",

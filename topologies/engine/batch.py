@@ -71,6 +71,7 @@ class BatchOutput:
     observed: Observed = field(default_factory=list)
     dlq_reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
     traces: list[Any] = field(default_factory=list)  # the traced events' spans (topologies.engine.tracing)
+    done_at: float | None = None  # perf_counter when it was ready to publish (the engine's stage timings)
 
 
 @dataclass

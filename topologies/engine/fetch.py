@@ -27,6 +27,7 @@ from schemas.topology import RouteConfig
 from topologies.engine.executor import OrderedExecutor
 from topologies.engine.ledger import TP, PartitionLedger
 from topologies.engine.records import InputRecord
+from topologies.metrics import METRICS
 
 __all__ = ["Fetcher"]
 
@@ -52,6 +53,7 @@ class Fetcher:
         self._carry: list[InputRecord] = []  # fetched while no slot was free: the next batch's first records
         self._paused: set[TP] = set()
         self._blocked_since: float | None = None
+        self._fill = METRICS.batch_stage.labels(route.name, "fill")
 
     async def slot_free(self, until: float) -> bool:
         """Wait (until ``until`` at most, loop time) for a free slot in the executor; False if none came.
@@ -101,6 +103,7 @@ class Fetcher:
         loop, route, ledger = asyncio.get_running_loop(), self.route, self.ledger
         generation, records, self._carry = ledger.generation, self._carry, []
         deadline = loop.time() + route.batch_within_s
+        first = loop.time()  # when the batch's first record was there (a carried one: now)
         while len(records) < route.batch_size:
             if not records:
                 wait, want = max(0.001, until - loop.time()), 1  # returns as soon as one record is there
@@ -114,6 +117,7 @@ class Fetcher:
                 if not got:
                     return []
                 deadline = loop.time() + route.batch_within_s
+                first = loop.time()
                 got += self._records(await self.consumer.consume(route.batch_size - len(got), 0))  # queued already
                 if ledger.generation != generation:
                     await self._reposition()
@@ -125,6 +129,7 @@ class Fetcher:
             records += got
             if loop.time() >= deadline:
                 break
+        self._fill.observe(loop.time() - first)
         by_partition: dict[tuple[str, int], list[InputRecord]] = {}
         for rec in records:
             by_partition.setdefault((rec.topic, rec.partition), []).append(rec)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -81,6 +82,8 @@ class RoutePipeline:
             route.name, route.max_in_flight, self._publish, on_fatal=on_fatal, on_settled=in_flight.set)
         self._batch_size = METRICS.batch_size.labels(route.name)
         self._events_in = METRICS.events_in.labels(route.name)
+        self._stage = {stage: METRICS.batch_stage.labels(route.name, stage)
+                       for stage in ("decode", "serve", "finish", "wait", "publish", "ack")}
         # A video route's tracking (topologies.engine.video_state.VideoRoute), set by the route runner.
         self.video: Any = None
         # Variants and shadows of the route's models (None: no rollout); topologies.engine.variants.
@@ -115,6 +118,7 @@ class RoutePipeline:
     async def _stamped(self, records: list[InputRecord], ticket: Any, turn: Any = None) -> BatchOutput:
         out = await self.process(records, ticket=ticket, turn=turn)
         out.ticket = ticket
+        out.done_at = time.perf_counter()
         return out
 
     async def drain(self, timeout: float | None = None) -> bool:
@@ -134,9 +138,12 @@ class RoutePipeline:
                 turn.release()
 
     async def _process(self, records: list[InputRecord], ticket: Any = None, turn: Any = None) -> BatchOutput:
-        proc = self.processor
+        proc, stage = self.processor, self._stage
         traces = self.tracer.begin(records) if self.tracer is not None else []
+        t0 = time.perf_counter()
         batch = proc.decode(records)
+        t1 = time.perf_counter()
+        stage["decode"].observe(t1 - t0)
         replies: dict[str, Any] = {}
         if batch.valid:
             items = proc.items(batch.valid)
@@ -149,7 +156,10 @@ class RoutePipeline:
             if self.rollout is not None:  # rollout sums into the summary; shadow work queued, never awaited
                 self.rollout.after_batch(batch, replies)
         snapshots = await self.video.apply(batch, replies, ticket, turn) if self.video is not None else []
+        t2 = time.perf_counter()
+        stage["serve"].observe(t2 - t1)
         out = proc.finish(batch, replies)
+        stage["finish"].observe(time.perf_counter() - t2)
         out.records += snapshots
         out.traces = traces
         if self.observe is not None:
@@ -177,11 +187,21 @@ class RoutePipeline:
                                            trace=[span_traceparent(s).decode() for s in spans])
 
     async def _publish(self, out: BatchOutput) -> list[Awaitable[Any]]:
+        start = time.perf_counter()
+        if out.done_at is not None:
+            self._stage["wait"].observe(start - out.done_at)
         records = out.records if self.video is None else self.video.publishable(out.records, out.ticket)
         deliveries = await self.send_all(records, out.ticket)
+        sent = time.perf_counter()
+        self._stage["publish"].observe(sent - start)
         if out.traces:  # the spans end when the broker has acked every record of the batch
             deliveries = [asyncio.ensure_future(BatchTracer.end_after(deliveries, out.traces))]
-        return deliveries
+        return [asyncio.ensure_future(self._acked(deliveries, sent))]
+
+    async def _acked(self, deliveries: list[Awaitable[Any]], since: float) -> list[Any]:
+        results = await asyncio.gather(*deliveries)
+        self._stage["ack"].observe(time.perf_counter() - since)
+        return results
 
 
 def _flat(results: list[Any]) -> Iterator[Any]:

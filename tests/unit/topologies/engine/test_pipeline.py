@@ -217,3 +217,27 @@ async def test_a_batch_abandoned_at_a_revocation_publishes_results_but_no_summar
     [summary] = broker.values("g-summaries")
     assert summary["ranges"] == {"0": [0, 5]}
     assert ledger.commit_plan() == {}
+
+
+async def test_each_batch_is_timed_in_every_stage() -> None:
+    from topologies.metrics import REGISTRY
+
+    topology = _topology(name="staged")
+    broker = FakeBroker()
+
+    async def infer(model: str, items: list[Any]) -> list[dict[str, Any]]:
+        await asyncio.sleep(0.02)
+        return [_ok() for _ in items]
+
+    def count(stage: str) -> tuple[float, float]:
+        labels = {"route": "staged", "stage": stage}
+        return (REGISTRY.get_sample_value("infertide_batch_stage_seconds_sum", labels),
+                REGISTRY.get_sample_value("infertide_batch_stage_seconds_count", labels))
+
+    pipe = RoutePipeline(topology, topology.routes[0], infer=infer, send_all=broker.publish, summary_topic=None)
+    for b in range(3):
+        await pipe.submit([_rec(b * 4 + j) for j in range(4)], ack=lambda _: asyncio.sleep(0))
+    await pipe.drain()
+    stages = {s: count(s) for s in ("decode", "serve", "finish", "wait", "publish", "ack")}
+    assert all(n == 3 for _, n in stages.values()), stages
+    assert stages["serve"][0] >= 3 * 0.02, "the model calls' time is in the serve stage"
