@@ -155,13 +155,14 @@ def test_the_part_walker_sees_what_the_cli_imports() -> None:
 # folded state; ``metrics`` and
 # ``kafka_settings`` are shared by all three and import no wing.
 TOPOLOGIES_ALLOWED = {
-    "host": {"engine", "state", "rollout", "video", "metrics", "kafka_settings"},
-    "engine": {"state", "rollout", "video", "metrics", "kafka_settings"},
+    "host": {"engine", "state", "rollout", "video", "metrics", "kafka_settings", "transactions"},
+    "engine": {"state", "rollout", "video", "metrics", "kafka_settings", "transactions"},
     "rollout": {"state", "metrics"},  # pure: variant split, shadow queue, comparison fold
     "video": {"state", "metrics"},  # pure: trackers per stream, lines and zones, their window fold
-    "state": {"metrics", "kafka_settings"},
+    "state": {"metrics", "kafka_settings", "transactions"},
     "metrics": set(),
     "kafka_settings": set(),
+    "transactions": set(),  # librdkafka's transactional error codes and bounded calls, shared by engine and state
     "__init__": set(),
 }
 
