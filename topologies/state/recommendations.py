@@ -43,10 +43,10 @@ from schemas.codec import encode
 from schemas.recommend_state import state_topic
 from schemas.summary import SUMMARY_PARTITION
 from schemas.topology import Topology
-from topologies.transactions import CALL_GRACE_S, DaemonCalls, Wedged, fenced
 from topologies.kafka_settings import confluent_config
 from topologies.metrics import METRICS
 from topologies.state.recfold import RecommendationFold, Step
+from topologies.transactions import CALL_GRACE_S, DaemonCalls, Wedged, fenced
 
 __all__ = ["Recommendations", "read_state"]
 
@@ -132,7 +132,7 @@ class Recommendations:
         self._consumer: Any = None
         self._producer: Any = None
         self._calls: DaemonCalls | None = None
-        self.replaced = 0  # producers replaced after a wedged call
+        self.replaced = 0  # producers replaced (a call stuck past its bound, or a fatal error)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -176,6 +176,8 @@ class Recommendations:
                     self._consumer.close()  # the revocation commits what is pending
                 except Exception as err:  # noqa: BLE001
                     log.warning("recommendations: closing the consumer: %r", err)
+            if self._calls is not None:
+                self._calls.shutdown()
 
     def _new_producer(self) -> None:
         """This worker's transactional producer; its ``init_transactions`` fences any earlier one under the same
