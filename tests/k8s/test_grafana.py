@@ -87,7 +87,7 @@ def test_panels_cover_what_an_operator_watches(dashboard: dict[str, Any]) -> Non
     exprs = " ".join(_queries(dashboard))
     for metric in ("infertide_events_in_total", "infertide_consumer_lag", "infertide_e2e_latency_seconds_bucket",
                    "infertide_dlq_total", "infertide_microbatch_size", "ray_infertide_serve_batch_size",
-                   "infertide_serve_call_seconds_bucket"):
+                   "infertide_serve_call_seconds_bucket", "infertide_batch_stage_seconds_sum"):
         assert metric in exprs, f"no panel reads {metric}"
     assert all(t["datasource"]["uid"] == "${datasource}" for p in dashboard["panels"] for t in p["targets"])
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
