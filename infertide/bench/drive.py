@@ -54,7 +54,10 @@ def plans(topology: Any) -> list[RoutePlan]:
                       tuple(r.models), r.batch_size) for r in topology.routes]
 
 
-async def _open(topology: Any, topics: list[str], linger_ms: int = 5) -> tuple[Any, Any]:
+LINGER_MS = 5  # the events' producer's linger (lone events: 0)
+
+
+async def _open(topology: Any, topics: list[str], linger_ms: int = LINGER_MS) -> tuple[Any, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from infertide.clients.admin import aiokafka_kwargs, max_message_bytes
@@ -78,7 +81,7 @@ async def _open(topology: Any, topics: list[str], linger_ms: int = 5) -> tuple[A
 async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str, timeout_s: float,
                 report: Reporter | None = None, max_s: float | None = None,
                 image_size: tuple[int, int] = (64, 48), hold: Callable[[], None] | None = None,
-                answers: dict[tuple[str, int], bytes] | None = None, linger_ms: int = 5) -> dict[str, Any]:
+                answers: dict[tuple[str, int], bytes] | None = None, linger_ms: int = LINGER_MS) -> dict[str, Any]:
     """Produce ``n`` events of ``plan`` (paced at ``rate``; stop producing after ``max_s``) and read the results.
 
     With ``hold``, every event is produced first, then ``hold()`` runs (the bench restarts the stopped
@@ -174,7 +177,8 @@ async def drive(topology: Any, plan: RoutePlan, n: int, rate: float, prefix: str
     complete = [e for e in done if e not in dead]
     return {"sent": state["sent"], "results": len(complete), "dlq": len(dead),
             "partial": len(got) - len(complete) - len(dead & got.keys()),
-            "e2e_ms": [worst[e] for e in complete], "stages_ms": [stages[e] for e in complete], "first_send_ms": state["first_send_ms"],
+            "e2e_ms": [worst[e] for e in complete], "stages_ms": [stages[e] for e in complete],
+            "first_send_ms": state["first_send_ms"],
             "last_ack_ms": state["last_ack_ms"], "first_result_ms": state["first_result_ms"],
             "last_result_ms": state["last_result_ms"]}
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from infertide.bench import metrics as mx
 from infertide.bench import topology as bt
-from infertide.bench.drive import RoutePlan, plans, run_drive
+from infertide.bench.drive import LINGER_MS, RoutePlan, plans, run_drive
 from infertide.bench.options import BenchOptions, Reporter, percentile
 
 __all__ = ["BenchStack", "drain", "measure", "phase"]
@@ -154,7 +154,7 @@ def _held(worker: Any, samples: mx.Samples, topic: str, busy: bool) -> tuple[lis
 
 
 def measure(bs: BenchStack, plan: RoutePlan, n: int, rate: float, tag: str, report: Reporter | None = None,
-            max_s: float | None = None, timeout_s: float | None = None, linger_ms: int = 5) -> dict[str, Any]:
+            max_s: float | None = None, timeout_s: float | None = None, linger_ms: int = LINGER_MS) -> dict[str, Any]:
     """One measured pass of ``plan``: ``n`` events at ``rate`` (produced with ``linger_ms``); the pipeline
     section of the result."""
     app = bs.topology.serve_app_name

@@ -30,8 +30,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from murmurhash2 import murmurhash2
 
-from topologies.transactions import CALL_GRACE_S, DaemonCalls, kafka_error
 from topologies.engine.records import OutRecord
+from topologies.transactions import CALL_GRACE_S, DaemonCalls, kafka_error
 
 __all__ = ["BatchProducer", "Delivered", "partition_for"]
 
