@@ -80,6 +80,7 @@ class EventTimeWindows(AnalyticsWindows):
         self._closed = 0  # windows emitted since the last snapshot
         self._folded = 0  # summaries folded since the last snapshot
         self._snapshot_at = time.monotonic()
+        self.snapshots = 0  # snapshots written and committed by this instance
 
     def _new_fold(self) -> EventWindowFold:
         ew = self.window
@@ -144,6 +145,7 @@ class EventTimeWindows(AnalyticsWindows):
         self._closed, self._folded, self._snapshot_at = 0, 0, time.monotonic()
         try:
             await self._consumer.commit({TopicPartition(self.summary_topic, at.partition): at.offset})
+            self.snapshots += 1
         except (KafkaError, AssertionError) as err:
             log.warning("analytics windows: commit at snapshot %d failed (%r); a new owner starts at the one "
                         "before, and emits the same windows again with the same values", at.offset, err)
