@@ -23,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-__all__ = ["CALL_GRACE_S", "FENCED", "DaemonCalls", "Wedged", "fenced", "kafka_error"]
+__all__ = ["CALL_GRACE_S", "FENCED", "DaemonCalls", "Wedged", "fenced", "kafka_error", "retriable"]
 
 FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
@@ -40,6 +40,15 @@ def fenced(err: BaseException) -> bool:
     """Whether ``err`` says another producer holds the transactional id."""
     error = kafka_error(err) if isinstance(err, KafkaException) else None
     return error is not None and error.code() in FENCED
+
+
+def retriable(err: KafkaException) -> KafkaError | None:
+    """The error, when librdkafka's rule for a transactional call says "call it again": retriable, not
+    fatal, not one that needs the transaction aborted. None for every other error."""
+    error = kafka_error(err)
+    if error is not None and error.retriable() and not error.fatal() and not error.txn_requires_abort():
+        return error
+    return None
 
 
 class Wedged(Exception):

@@ -33,7 +33,7 @@ from topologies.engine.ledger import PartitionLedger, Ticket
 from topologies.engine.producer import BatchProducer
 from topologies.engine.records import OutRecord
 from topologies.engine.replays import REFRESH_S, SummaryScanner
-from topologies.transactions import Wedged, fenced, kafka_error
+from topologies.transactions import Wedged, fenced, kafka_error, retriable
 
 __all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce"]
 
@@ -192,8 +192,8 @@ class ExactlyOnce(Delivery):
                 await call()
                 return
             except KafkaException as err:
-                error = kafka_error(err)
-                if not (error is not None and error.retriable() and not error.fatal() and time.monotonic() < give_up):
+                error = retriable(err)
+                if error is None or time.monotonic() >= give_up:
                     raise
                 log.warning("route %s: %s: %s; retrying", self.route, what, error)
                 await asyncio.sleep(RETRY_S)
@@ -246,9 +246,8 @@ class ExactlyOnce(Delivery):
                     await self._replace(str(err))
                     return
                 except KafkaException as err:
-                    error: KafkaError = err.args[0]
-                    if (error.retriable() and not error.fatal() and not error.txn_requires_abort()
-                            and time.monotonic() < give_up):
+                    error = retriable(err)
+                    if error is not None and time.monotonic() < give_up:
                         log.warning("route %s: transaction commit: %s; retrying", self.route, error)
                         await asyncio.sleep(RETRY_S)
                         continue
@@ -263,10 +262,10 @@ class ExactlyOnce(Delivery):
             await self._abort("the partitions were lost (session expired)")
 
     async def _failed(self, err: KafkaException) -> None:
-        error: KafkaError = err.args[0]
         if self._fenced(err):
             return
-        if error.fatal():  # e.g. INVALID_TXN_STATE from a coordinator going down: librdkafka says start a new producer
+        error = kafka_error(err)
+        if error is None or error.fatal():  # e.g. INVALID_TXN_STATE from a coordinator going down: librdkafka says start a new producer
             await self._replace(f"fatal producer error {error}")
             return
         log.warning("route %s: transaction commit failed (%s); aborted, reading again from the committed offsets",

@@ -46,7 +46,7 @@ from schemas.topology import Topology
 from topologies.kafka_settings import confluent_config
 from topologies.metrics import METRICS
 from topologies.state.recfold import RecommendationFold, Step
-from topologies.transactions import CALL_GRACE_S, DaemonCalls, Wedged, fenced
+from topologies.transactions import CALL_GRACE_S, DaemonCalls, Wedged, fenced, kafka_error, retriable
 
 __all__ = ["Recommendations", "read_state"]
 
@@ -300,9 +300,8 @@ class Recommendations:
             try:
                 return call()
             except KafkaException as err:
-                error: KafkaError = err.args[0]
-                if error.retriable() and not error.fatal() and not error.txn_requires_abort() \
-                        and not self._stop.is_set():
+                error = retriable(err)
+                if error is not None and not self._stop.is_set():
                     log.warning("recommendations: %s; retrying", error)
                     time.sleep(RETRY_S)
                     continue
@@ -311,15 +310,16 @@ class Recommendations:
     def _failed(self, err: KafkaException) -> None:
         if fenced(err):
             raise err  # another worker holds this transactional id (two with one INFERTIDE_WORKER_ID): stop
-        error: KafkaError = err.args[0]
-        if error.fatal():  # the producer cannot go on, nor abort: a new one fences it and aborts its transaction
+        error = kafka_error(err)
+        if error is None or error.fatal():  # the producer cannot go on, nor abort: a new one fences it and aborts its transaction
             self._replace_producer(f"the producer failed fatally ({error})")
             return
         log.warning("recommendations: transaction failed (%s); aborted, restoring the committed state", error)
         try:
             self._txn(self._producer.abort_transaction)
         except KafkaException as abort_err:
-            if abort_err.args[0].code() != KafkaError._STATE:  # _STATE: no transaction was begun
+            abort_error = kafka_error(abort_err)
+            if abort_error is None or abort_error.code() != KafkaError._STATE:  # _STATE: no transaction was begun
                 raise
         except Wedged as wedged:
             self._replace_producer(str(wedged))
