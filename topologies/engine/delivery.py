@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 0.5  # between calls of a transactional API call librdkafka says to retry
 COMMIT_ANSWER_S = 30.0  # an asynchronous commit unanswered this long no longer holds back the next one
+# An abort that has not finished this long is given up: the producer is replaced, and the new one's
+# init_transactions (same transactional id) has the coordinator abort the transaction. After a 20 s broker
+# freeze, librdkafka's abort_transaction timed out twice in a row (2 x 30 s) with the broker long back; the
+# route's loop, waiting on it, then missed max.poll.interval.ms and lost its partitions (a clean-clone run).
+ABORT_TIMEOUT_S = 10.0
 
 
 class Delivery:
@@ -183,10 +188,10 @@ class ExactlyOnce(Delivery):
         transaction, or the broker away)."""
         await self._retried(self.producer.init_transactions, "init_transactions")
 
-    async def _retried(self, call: Callable[[], Awaitable[Any]], what: str) -> None:
-        """``call``, called again while librdkafka says its error is retriable, ``retry_for_s`` at most;
-        any other error (and the last retriable one) is raised."""
-        give_up = time.monotonic() + self.retry_for_s
+    async def _retried(self, call: Callable[[], Awaitable[Any]], what: str, budget_s: float | None = None) -> None:
+        """``call``, called again while librdkafka says its error is retriable, ``budget_s`` at most (default
+        ``retry_for_s``); any other error (and the last retriable one) is raised."""
+        give_up = time.monotonic() + (self.retry_for_s if budget_s is None else budget_s)
         while True:
             try:
                 await call()
@@ -275,16 +280,16 @@ class ExactlyOnce(Delivery):
     async def _abort(self, why: str) -> None:
         """Abort the open transaction (the gate is held) and go back to the committed offsets."""
         try:
-            await self._retried(self.producer.abort, "abort")  # retriable: the broker is away
+            await self._retried(lambda: self.producer.abort(ABORT_TIMEOUT_S), "abort", ABORT_TIMEOUT_S)
         except Wedged as err:
             await self._replace(f"{err} (aborting after: {why})")
             return
         except KafkaException as err:
             if self._fenced(err):
                 return
-            # Still timing out after retry_for_s (seen after a 20 s broker freeze), or failed fatally (INVALID_TXN_STATE
-            # from a broker shutting down, seen in a clean-clone run): a new producer under the same transactional id
-            # fences this one and aborts its transaction on the broker.
+            # Still timing out after ABORT_TIMEOUT_S (seen after a 20 s broker freeze), or failed fatally
+            # (INVALID_TXN_STATE from a broker shutting down, seen in a clean-clone run): a new producer under the
+            # same transactional id fences this one and aborts its transaction on the broker.
             await self._replace(f"the abort did not finish ({err.args[0] if err.args else err}) after: {why}")
             return
         await self._rewind()

@@ -134,8 +134,8 @@ class TimingOutAbort(FakeProducer):
         self.log.append(f"{self.name}.send_offsets")
         raise KafkaException(KafkaError(KafkaError.UNKNOWN_MEMBER_ID, txn_requires_abort=True))
 
-    async def abort(self) -> None:
-        self.log.append(f"{self.name}.abort")
+    async def abort(self, timeout_s: float = 30.0) -> None:
+        self.log.append(f"{self.name}.abort({timeout_s:g})")
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT, retriable=True))
 
 
@@ -159,14 +159,16 @@ async def test_an_abort_that_keeps_timing_out_replaces_the_producer_instead_of_s
     from topologies.engine import delivery as delivery_module
 
     monkeypatch.setattr(delivery_module, "RETRY_S", 0.01)
+    monkeypatch.setattr(delivery_module, "ABORT_TIMEOUT_S", 0.05)
     log: list[str] = []
     old = TimingOutAbort(log, "p")
     delivery, ledger, ticket, fatal = _expelled_commit(old)
+    delivery.retry_for_s = 60.0  # the abort's own bound applies, not the commit's patience
 
-    await delivery.commit()
+    await asyncio.wait_for(delivery.commit(), 5)
 
     assert not fatal, fatal
-    assert "p.abort" in log and old.abandoned and "abort did not finish" in old.abandoned
+    assert "p.abort(0.05)" in log and old.abandoned and "abort did not finish" in old.abandoned
     assert log[-2:] == ["p'.init", "p'.begin"], "a new producer under the same id fences the old one and begins"
     assert delivery.consumer.seeks == [("in", 0, 10)], "read again from the committed offset"
     assert not ledger.current(ticket), "the batch of the aborted transaction is never committed"
@@ -180,8 +182,8 @@ class FatalAbort(TimingOutAbort):
         super().__init__(log, name)
         self.code = code
 
-    async def abort(self) -> None:
-        self.log.append(f"{self.name}.abort")
+    async def abort(self, timeout_s: float = 30.0) -> None:
+        self.log.append(f"{self.name}.abort({timeout_s:g})")
         raise KafkaException(KafkaError(self.code, fatal=True))
 
 
