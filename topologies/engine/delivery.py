@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from topologies.engine.ledger import PartitionLedger, Ticket
 from topologies.engine.producer import BatchProducer
@@ -271,7 +271,7 @@ class ExactlyOnce(Delivery):
             return
         error = kafka_error(err)
         if error is None or error.fatal():  # e.g. INVALID_TXN_STATE from a coordinator going down: librdkafka says start a new producer
-            await self._replace(f"fatal producer error {error}")
+            await self._replace(f"fatal producer error {error or err}")
             return
         log.warning("route %s: transaction commit failed (%s); aborted, reading again from the committed offsets",
                     self.route, error)

@@ -312,7 +312,7 @@ class Recommendations:
             raise err  # another worker holds this transactional id (two with one INFERTIDE_WORKER_ID): stop
         error = kafka_error(err)
         if error is None or error.fatal():  # the producer cannot go on, nor abort: a new one fences it and aborts its transaction
-            self._replace_producer(f"the producer failed fatally ({error})")
+            self._replace_producer(f"the producer failed fatally ({error or err})")
             return
         log.warning("recommendations: transaction failed (%s); aborted, restoring the committed state", error)
         try:
