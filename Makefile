@@ -12,7 +12,7 @@ export YOLO_OFFLINE ?= 1
 export YOLO_AUTOINSTALL ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: install system-deps jars test test-bench test-unit test-fast demo bench bench-workers bench-gpu schemas clean
+.PHONY: install system-deps jars test test-bench test-unit test-fast demo bench bench-workers bench-engine bench-gpu schemas clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench: install
 
 bench-workers: install
 	$(BIN)/python -m infertide.bench.workers
+
+# The route engine alone (in-process echo, no Ray) on a local broker, both guarantees.
+bench-engine: install
+	$(BIN)/python -m infertide.bench.engine
 
 # On a GPU machine: real-size models (random weights), end to end and per model; the report goes to docs/gpu-bench.md.
 bench-gpu: install

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import orjson
 from rich.table import Table
 
-__all__ = ["guarantee_summary", "markdown", "render_shadow", "render_sweep", "render_table", "render_tables",
+__all__ = ["emit", "guarantee_summary", "markdown", "render_shadow", "render_sweep", "render_table", "render_tables",
            "shadow_summary"]
+
+
+def emit(table: Table, rows: Any, json_path: Path | None) -> None:
+    """Print a module bench's table; with ``json_path``, also write its rows there as JSON."""
+    from rich.console import Console
+
+    Console().print(table)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 
 
 def _ratio(x: float) -> str:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from infertide.demo.tiny_models import offline_env, tiny_topology
 from topologies.engine.ray_signals import keeping_signal_handlers
@@ -130,8 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
     rows = run_bench(args.seconds, args.models)
-    from rich.console import Console
     from rich.table import Table
+
+    from infertide.bench.report import emit
 
     t = Table(title=f"infertide workers: items/s, Serve handle vs bare model ({os.cpu_count()} CPUs, tiny models)")
     for col in ("deployment", "batch", "bare items/s", "serve items/s", "serve/bare", "mean batch in Serve"):
@@ -139,10 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         t.add_row(r["deployment"], str(r["batch"]), f"{r['bare_items_s']:.0f}", f"{r['serve_items_s']:.0f}",
                   f"{r['ratio']:.2f}", f"{r['serve_mean_batch']:.1f}")
-    Console().print(t)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+    emit(t, rows, args.json)
 
 
 if __name__ == "__main__":
