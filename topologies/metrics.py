@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["REGISTRY", "METRICS", "forget", "render"]
+__all__ = ["BATCH_STAGES", "REGISTRY", "METRICS", "forget", "render"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+# The stages of ``infertide_batch_stage_seconds``, in a batch's order (fill: the fetcher; the rest: the pipeline).
+BATCH_STAGES = ("fill", "decode", "serve", "finish", "wait", "publish", "ack")
 _STAGE_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 _LATENCY_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

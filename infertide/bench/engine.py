@@ -23,19 +23,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from infertide.bench.events import event, key_of
 from infertide.clients.admin import ensure_topics
+from infertide.demo.topology import on_own_topics
 from infertide.local.broker import LocalKafka
+from schemas.codec import encode
 from schemas.topology import Topology, parse_topology
 from topologies.engine.routes import RouteConsumer
-from topologies.metrics import REGISTRY
+from topologies.metrics import BATCH_STAGES, REGISTRY
 
 __all__ = ["main", "run_engine_bench"]
 
 PARTITIONS = 4
-STAGES = ("fill", "decode", "serve", "finish", "wait", "publish", "ack")
 _REPLY = {"ok": True, "result": {"label": "POSITIVE", "score": 0.5}, "model": {"name": "echo", "version": "1"},
           "inference_ms": 0.0}
 
@@ -45,18 +46,16 @@ async def _echo(model: str, items: list[Any], *trace: Any) -> list[dict[str, Any
 
 
 def _topology(bootstrap: str, guarantee: str, batch: int, in_flight: int) -> Topology:
+    """One echo text route on topics of its own, at the guarantee's own commit interval (as ``infertide bench``)."""
     prefix = f"engine-{uuid.uuid4().hex[:6]}"
-    aliases = ("text", "image", "video", "sentiment", "detections", "tags", "classes", "recommendations",
-               "analytics", "dlq")
-    return parse_topology({
-        "kafka": {"bootstrap_servers": bootstrap, "consumer_group": f"{prefix}-g", "session_timeout_s": 6,
-                  "heartbeat_interval_s": 1},
-        "delivery": {"processing_guarantee": guarantee},
-        "topics": {a: f"{prefix}.{a}" for a in aliases} | {"partitions": PARTITIONS},
-        "models": {"echo": {"task": "echo"}},
-        "routes": [{"name": "text", "input": "text", "kind": "text", "models": ["echo"],
-                    "outputs": {"echo": "sentiment"}, "batch_size": batch, "batch_within_s": 0.05,
-                    "max_in_flight": in_flight}]})
+    data = on_own_topics({"models": {"echo": {"task": "echo"}}}, prefix=prefix, bootstrap=bootstrap,
+                         partitions=PARTITIONS)
+    data["kafka"]["commit_interval_s"] = None
+    data["delivery"] = {"processing_guarantee": guarantee}
+    data["routes"] = [{"name": "text", "input": "text", "kind": "text", "models": ["echo"],
+                       "outputs": {"echo": "sentiment"}, "batch_size": batch, "batch_within_s": 0.05,
+                       "max_in_flight": in_flight}]
+    return parse_topology(data)
 
 
 def _fill(topology: Topology, events: int) -> dict[int, int]:
@@ -65,8 +64,8 @@ def _fill(topology: Topology, events: int) -> dict[int, int]:
                          "queue.buffering.max.messages": 1_000_000})
     now = int(time.time() * 1000)
     for i in range(events):
-        value = orjson.dumps({"event_id": f"e-{i}", "ts": now, "text": f"this movie was great number {i}"})
-        producer.produce(topology.topics.text, value, key=f"k{i}".encode())
+        e = event("text", "engine", i, now)
+        producer.produce(topology.topics.text, encode(e), key=key_of(e))
         if i % 5000 == 0:
             producer.poll(0)
     if producer.flush(60):
@@ -81,15 +80,11 @@ def _fill(topology: Topology, events: int) -> dict[int, int]:
 
 def _stage_sums() -> dict[str, tuple[float, float]]:
     """(sum s, count) of each stage of the engine's histogram, for the bench's route."""
-    out: dict[str, list[float]] = {}
-    for family in REGISTRY.collect():
-        if family.name != "infertide_batch_stage_seconds":
-            continue
-        for sample in family.samples:
-            kind = sample.name.rsplit("_", 1)[1]
-            if kind in ("sum", "count") and sample.labels.get("route") == "text":
-                out.setdefault(sample.labels["stage"], [0.0, 0.0])[0 if kind == "sum" else 1] = sample.value
-    return {stage: (v[0], v[1]) for stage, v in out.items()}
+    def value(kind: str, stage: str) -> float:
+        labels = {"route": "text", "stage": stage}
+        return REGISTRY.get_sample_value(f"infertide_batch_stage_seconds_{kind}", labels) or 0.0
+
+    return {stage: (value("sum", stage), value("count", stage)) for stage in BATCH_STAGES}
 
 
 async def _drain(topology: Topology, ends: dict[int, int], timeout_s: float) -> dict[str, Any]:
@@ -120,9 +115,8 @@ async def _drain(topology: Topology, ends: dict[int, int], timeout_s: float) -> 
         await consumer.stop()
     events = sum(ends.values())
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    batches = stages1["fill"][1] - stages0.get("fill", (0.0, 0.0))[1]
-    means = {s: round(1000 * (stages1[s][0] - stages0.get(s, (0.0, 0.0))[0]) / max(1.0, batches), 2)
-             for s in STAGES if s in stages1}
+    batches = stages1["fill"][1] - stages0["fill"][1]
+    means = {s: round(1000 * (stages1[s][0] - stages0[s][0]) / max(1.0, batches), 2) for s in BATCH_STAGES}
     return {"guarantee": topology.delivery.processing_guarantee, "events": events, "seconds": round(seconds, 3),
             "events_per_s": round(events / seconds, 1), "cpu_cores": round(cpu / seconds, 2),
             "cpu_us_per_event": round(1e6 * cpu / events, 2), "batches": int(batches), "stage_ms": means,
@@ -166,12 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     t = Table(title=f"infertide route engine alone (in-process echo, no Ray): {args.events:,} events, "
                     f"{PARTITIONS} partitions, micro-batch {args.batch}, {args.in_flight} in flight")
     for col in ("guarantee", "events/s", "worker cores", "CPU us/event", "batches",
-                "ms per batch: " + " / ".join(STAGES)):
+                "ms per batch: " + " / ".join(BATCH_STAGES)):
         t.add_column(col, justify="left" if col == "guarantee" else "right")
     for r in rows:
         t.add_row(f"{r['guarantee']} (commit {r['commit_interval_s']} s)", f"{r['events_per_s']:,.0f}",
                   f"{r['cpu_cores']:.2f}", f"{r['cpu_us_per_event']:.1f}", str(r["batches"]),
-                  " / ".join(f"{r['stage_ms'].get(s, 0):.1f}" for s in STAGES))
+                  " / ".join(f"{r['stage_ms'][s]:.1f}" for s in BATCH_STAGES))
     emit(t, rows, args.json)
 
 

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from infertide.demo.tiny_models import offline_env, tiny_topology
 from topologies.engine.ray_signals import keeping_signal_handlers
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from infertide.bench.engine import STAGES, main
+from infertide.bench.engine import main
+from topologies.metrics import BATCH_STAGES
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
@@ -28,5 +29,5 @@ def test_engine_bench_drains_every_event_in_both_guarantees(kafka_bootstrap: str
         assert row["events"] == EVENTS  # a drain ends only when every input's offset is answered (else it raises)
         assert row["events_per_s"] > 0 and row["seconds"] > 0 and row["cpu_cores"] > 0
         assert row["batches"] >= EVENTS // BATCH  # micro-batches of at most BATCH
-        assert set(row["stage_ms"]) == set(STAGES)
+        assert set(row["stage_ms"]) == set(BATCH_STAGES)
     assert rows[0]["commit_interval_s"] == 1.0 and rows[1]["commit_interval_s"] == 0.1

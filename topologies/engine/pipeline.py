@@ -31,7 +31,7 @@ from schemas.topology import RouteConfig, Topology
 from schemas.tracing import finishing, span_traceparent
 from topologies.engine.batch import SCHEMA_OF_KIND, BatchOutput, BatchProcessor, InferenceFailed, Observed
 from topologies.engine.executor import AckFn, OrderedExecutor
-from topologies.metrics import METRICS
+from topologies.metrics import BATCH_STAGES, METRICS
 from topologies.engine.records import InputRecord, OutRecord
 from topologies.engine.serve_client import call_with_retries
 from topologies.engine.tracing import BatchTracer
@@ -83,7 +83,7 @@ class RoutePipeline:
         self._batch_size = METRICS.batch_size.labels(route.name)
         self._events_in = METRICS.events_in.labels(route.name)
         self._stage = {stage: METRICS.batch_stage.labels(route.name, stage)
-                       for stage in ("decode", "serve", "finish", "wait", "publish", "ack")}
+                       for stage in BATCH_STAGES if stage != "fill"}  # fill: the fetcher's
         # A video route's tracking (topologies.engine.video_state.VideoRoute), set by the route runner.
         self.video: Any = None
         # Variants and shadows of the route's models (None: no rollout); topologies.engine.variants.
