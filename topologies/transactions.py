@@ -23,11 +23,18 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-__all__ = ["CALL_GRACE_S", "FENCED", "DaemonCalls", "Wedged", "fenced", "kafka_error", "retriable"]
+__all__ = ["CALL_GRACE_S", "FENCED", "SEND_OFFSETS_TIMEOUT_S", "DaemonCalls", "Wedged", "fenced", "kafka_error",
+           "retriable"]
 
 FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
 CALL_GRACE_S = 10.0  # a blocking call that has not returned this long after its own timeout is wedged
+
+# ``send_offsets_to_transaction``'s own timeout, shorter than the other calls' 30 s: a healthy call returns in
+# milliseconds (one AddOffsetsToTxn, one TxnOffsetCommit), and the wedged one above ignores it, so only the
+# bound matters. At 30 s every broker restart stalled an exactly-once route (and the recommendations fold)
+# for 40 s before its producer was replaced; at 10 s, 20 s (tests/e2e/test_broker_restart.py).
+SEND_OFFSETS_TIMEOUT_S = 10.0
 
 
 def kafka_error(err: KafkaException) -> KafkaError | None:

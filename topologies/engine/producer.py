@@ -31,7 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from murmurhash2 import murmurhash2
 
 from topologies.engine.records import OutRecord
-from topologies.transactions import CALL_GRACE_S, DaemonCalls, kafka_error
+from topologies.transactions import CALL_GRACE_S, SEND_OFFSETS_TIMEOUT_S, DaemonCalls, kafka_error
 
 __all__ = ["BatchProducer", "Delivered", "partition_for"]
 
@@ -215,7 +215,7 @@ class BatchProducer:
         await self._call(self._producer.begin_transaction)
 
     async def send_offsets(self, offsets: dict[tuple[str, int], tuple[int, str]], group_metadata: Any,
-                           timeout_s: float = 30.0) -> None:
+                           timeout_s: float = SEND_OFFSETS_TIMEOUT_S) -> None:
         tps = [TopicPartition(t, p, off, metadata=meta) for (t, p), (off, meta) in offsets.items()]
         await self._call(self._producer.send_offsets_to_transaction, tps, group_metadata, timeout_s,
                          timeout_s=timeout_s)

@@ -46,7 +46,8 @@ from schemas.topology import Topology
 from topologies.kafka_settings import confluent_config
 from topologies.metrics import METRICS
 from topologies.state.recfold import RecommendationFold, Step
-from topologies.transactions import CALL_GRACE_S, DaemonCalls, Wedged, fenced, kafka_error, retriable
+from topologies.transactions import (CALL_GRACE_S, SEND_OFFSETS_TIMEOUT_S, DaemonCalls, Wedged, fenced, kafka_error,
+                                     retriable)
 
 __all__ = ["Recommendations", "read_state"]
 
@@ -190,12 +191,11 @@ class Recommendations:
         self._calls = DaemonCalls("recommendations-calls")
         self._txn(self._producer.init_transactions)
 
-    def _txn(self, call: Callable[..., Any], *args: Any) -> Any:
-        """A transactional call (its timeout the last argument), retried as librdkafka asks, bounded."""
+    def _txn(self, call: Callable[..., Any], *args: Any, timeout_s: float = TXN_TIMEOUT_S) -> Any:
+        """A transactional call (``timeout_s`` passed as its last argument), retried as librdkafka asks, bounded."""
         assert self._calls is not None
         calls = self._calls
-        return self._retry(lambda: calls.call_sync(call, *args, TXN_TIMEOUT_S,
-                                                   limit_s=TXN_TIMEOUT_S + CALL_GRACE_S))
+        return self._retry(lambda: calls.call_sync(call, *args, timeout_s, limit_s=timeout_s + CALL_GRACE_S))
 
     def _replace_producer(self, why: str) -> None:
         """Give up on a producer (stuck in a call, or failed fatally): a new one under the same transactional id
@@ -274,7 +274,8 @@ class Recommendations:
             for key, value in step.rows.items():
                 self._produce(self.state_topic, key.encode(), value, partition=0)
             offsets = [TopicPartition(self.summary_topic, SUMMARY_PARTITION, fold.position)]
-            self._txn(producer.send_offsets_to_transaction, offsets, self._consumer.consumer_group_metadata())
+            self._txn(producer.send_offsets_to_transaction, offsets, self._consumer.consumer_group_metadata(),
+                      timeout_s=SEND_OFFSETS_TIMEOUT_S)
             self._txn(producer.commit_transaction)
         except KafkaException as err:
             self._failed(err)
