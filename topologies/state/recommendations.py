@@ -191,11 +191,12 @@ class Recommendations:
         self._calls = DaemonCalls("recommendations-calls")
         self._txn(self._producer.init_transactions)
 
-    def _txn(self, call: Callable[..., Any], *args: Any, timeout_s: float = TXN_TIMEOUT_S) -> Any:
-        """A transactional call (``timeout_s`` passed as its last argument), retried as librdkafka asks, bounded."""
+    def _txn(self, call: Callable[..., Any], *args: Any, timeout_s: float | None = None) -> Any:
+        """A transactional call (its timeout, ``TXN_TIMEOUT_S`` unless given, passed as its last argument), retried
+        as librdkafka asks, bounded."""
         assert self._calls is not None
-        calls = self._calls
-        return self._retry(lambda: calls.call_sync(call, *args, timeout_s, limit_s=timeout_s + CALL_GRACE_S))
+        calls, timeout = self._calls, TXN_TIMEOUT_S if timeout_s is None else timeout_s
+        return self._retry(lambda: calls.call_sync(call, *args, timeout, limit_s=timeout + CALL_GRACE_S))
 
     def _replace_producer(self, why: str) -> None:
         """Give up on a producer (stuck in a call, or failed fatally): a new one under the same transactional id

@@ -51,6 +51,7 @@ class FakeConsumer:
 def fold(tiny_topology, monkeypatch: pytest.MonkeyPatch):
     """A fold mid-interval (position 7, one row pending), its first producer given by the test."""
     monkeypatch.setattr(rec_module, "TXN_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(rec_module, "SEND_OFFSETS_TIMEOUT_S", 0.1)
     monkeypatch.setattr(rec_module, "CALL_GRACE_S", 0.2)
     recs = Recommendations(tiny_topology, "summaries", worker_id="w0")
     recs._consumer = FakeConsumer()
