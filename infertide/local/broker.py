@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,7 +56,24 @@ def project_cache() -> Path:
     return Path(platformdirs.user_cache_dir("infertide", appauthor=False))
 
 
+# Where free_port looks: below Linux's ephemeral range (32768-60999), which every `bind(0)` draws from, and
+# above Ray's worker ports (10002-19999). A port chosen now is bound later by another process (a worker's web
+# port, a broker's listener); drawn from the ephemeral range, a process starting meanwhile could take it first:
+# once in a clean-clone run, a worker's readiness probe was answered with HTTP/2 bytes from a Ray gRPC server.
+FREE_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
+    """A loopback TCP port free now, from ``FREE_PORTS`` (any free port if none of 50 tries is)."""
+    rng = random.SystemRandom()
+    for _ in range(50):
+        port = rng.choice(FREE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
