@@ -138,14 +138,22 @@ async def test_each_result_is_its_checkpoints_bare_output(mux_app, mux_topology)
     # matches the result within the tolerance (so no other checkpoint could pass for it).
     from workers.sentiment import SentimentModel
 
-    sample = rng.sample(range(EVENTS), 50)  # x 7 other checkpoints: a chance match within 1e-5 stays rare
+    # A chance match within 1e-5 on one text happens (once in CI: ft-2 matched ft-3 on one text; the
+    # WordPiece vocabulary, so every output, differs per build), so of the 50 x 7 comparisons with other
+    # checkpoints a few may match by chance; a checkpoint passing for another would match on all of them.
+    sample = rng.sample(range(EVENTS), 50)
     texts = [events[i][1] for i in sample]
+    chance: list[tuple[int, str, str]] = []
     for c in ids:
         outs = SentimentModel(mux_topology.models["sentiment"].checkpoint_config(c), name=c).run_batch(texts)
         for i, o in zip(sample, outs):
             same = (o["result"]["label"] == replies[i]["result"]["label"]
                     and abs(o["result"]["score"] - replies[i]["result"]["score"]) <= SCORE_TOL)
-            assert same == (c == events[i][0]), (i, c, events[i][0])
+            if c == events[i][0]:
+                assert same, (i, c)
+            elif same:
+                chance.append((i, c, events[i][0]))
+    assert len(chance) <= 3, f"other checkpoints matched {len(chance)} of 350 comparisons: {chance}"
 
     replicas = await _replica_stats(mux_app)
     loads = sum(sum(st["checkpoints"]["loads"].values()) for st in replicas)
