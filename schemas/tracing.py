@@ -108,6 +108,18 @@ def tracer(service: str) -> Any:
     return _TRACERS[service]
 
 
+def shutdown_tracing() -> None:
+    """Export the spans still queued and stop the exporter, if this process set tracing up (for a process
+    that ends with ``os._exit``, which skips the atexit hook registered above)."""
+    if not _TRACERS:
+        return
+    from opentelemetry import trace
+
+    shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
 DEFAULT_SAMPLE_RATIO = 0.01
 
 
