@@ -40,6 +40,7 @@ from topologies.engine.consumer_watch import WatchedConsumer, watch
 from topologies.engine.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from topologies.engine.fetch import Fetcher
 from topologies.engine.ledger import PartitionLedger
+from topologies.engine.offsets import committed_offsets
 from topologies.engine.pipeline import InferFn, ObserveFn, RoutePipeline
 from topologies.engine.producer import BatchProducer
 from topologies.engine.records import OutRecord
@@ -146,7 +147,7 @@ class RouteRunner:
         if mine:  # a partition paused under an earlier assignment (no free slot then) may keep librdkafka's flag
             await consumer.resume(mine)
         timeout = self.topology.kafka.transaction_timeout_s + 10  # a dead owner's transaction may hold them
-        committed = await consumer.committed(mine, timeout=timeout) if mine else []
+        committed = await committed_offsets(consumer, mine, timeout, route=self.route.name) if mine else []
         offsets = {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None, tp.metadata) for tp in committed}
         upto = {}
         if isinstance(self.delivery, AtLeastOnce):
