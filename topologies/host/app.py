@@ -141,7 +141,7 @@ class InfertideApp:
 
 FATAL_EXIT_CODE = 70  # EX_SOFTWARE
 FATAL_GRACE_S = 1.0
-EXIT_HANG_S = 30.0  # still there this long after the worker stopped (its exit takes 3-5 s here): dump threads, exit 1
+EXIT_HANG_S = 30.0  # still there this long after the worker ended on an error other than SystemExit: dump threads, exit 1
 #: After the worker stopped (offsets committed, producers flushed, groups left), what is left of its exit (Ray's
 #: disconnect, the tracer's last export) gets this long; then the process ends anyway. Its exit takes 1-2 s here;
 #: once, in a loaded clean-clone run, it took over 28 s and the test's 30 s grace SIGKILLed the worker.
