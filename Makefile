@@ -15,8 +15,8 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 .PHONY: install system-deps jars test test-bench test-unit test-fast demo bench bench-workers bench-engine bench-gpu schemas clean
 
 # Python packages go in with uv (PyPI's `uv`, in a venv of its own): a clean clone's .venv (torch's CUDA
-# wheels, about 3 GB) took 125 s with pip and takes 29 s with uv, 7 s once uv's cache (~/.cache/uv) holds
-# the wheels; checkov's venv 27 s -> 1 s (README, "Two commands"). `make INSTALLER=pip ...` installs with pip
+# wheels, about 3 GB) and checkov's took 125 + 27 s with pip and take 44 s with uv once its cache
+# (~/.cache/uv) holds the wheels (README, "Two commands"). `make INSTALLER=pip ...` installs with pip
 # as before. uv reads none of pip's settings, so the machine's find-links, constraint, index and CA
 # (PIP_* variables or `pip config`) are handed to it. --compile-bytecode as pip does: these machines set
 # PYTHONDONTWRITEBYTECODE, so without it every process (each Ray worker, replica and test worker) compiled
