@@ -23,7 +23,12 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 # torch, transformers and Ray from source on import, and pytest took 18.7-19.2 min instead of 13.
 INSTALLER ?= uv
 UV := .cache/tools/uv/bin/uv
-pip_setting = $(shell $(PY) -m pip config list 2>/dev/null | sed -n "s/^[^.]*\.$(1)='\(.*\)'$$/\1/p" | head -1)
+# pip's settings, read once per make run: a clean install expands pip_setting eighteen times (was a pip call each).
+PIP_CONFIG := .cache/tools/pip-config.txt
+.PHONY: $(PIP_CONFIG)
+$(PIP_CONFIG):
+	@mkdir -p $(@D) && { $(PY) -m pip config list 2>/dev/null || true; } > $@
+pip_setting = $(shell sed -n "s/^[^.]*\.$(1)='\(.*\)'$$/\1/p" $(PIP_CONFIG) | head -1)
 UV_FLAGS = $(foreach f,$(call pip_setting,find-links),--find-links $(f)) \
 	$(foreach c,$(call pip_setting,constraint),--constraint $(c)) \
 	$(foreach i,$(call pip_setting,index-url),--index-url $(i)) \
@@ -31,12 +36,13 @@ UV_FLAGS = $(foreach f,$(call pip_setting,find-links),--find-links $(f)) \
 UV_ENV = UV_NATIVE_TLS=1 $(if $(call pip_setting,cert),SSL_CERT_FILE=$(call pip_setting,cert))
 # pip_install VENV, REQUIREMENTS: into an existing venv, with uv or pip.
 pip_install = $(if $(filter pip,$(INSTALLER)),$(1)/bin/pip install -q $(2),$(UV_ENV) $(UV) pip install -q --compile-bytecode --python $(1)/bin/python $(UV_FLAGS) $(2))
+INSTALLER_DEPS := $(if $(filter pip,$(INSTALLER)),,$(UV) $(PIP_CONFIG))
 
 $(UV):
 	$(PY) -m venv .cache/tools/uv
 	.cache/tools/uv/bin/pip install -q "uv>=0.5"
 
-$(STAMP): pyproject.toml | $(if $(filter pip,$(INSTALLER)),,$(UV))
+$(STAMP): pyproject.toml | $(INSTALLER_DEPS)
 	$(PY) -m venv $(VENV)
 	$(call pip_install,$(VENV),--upgrade pip)
 	$(call pip_install,$(VENV),-e ".[test]")
@@ -54,7 +60,7 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
 # checkov pins networkx<2.7, which scikit-image cannot share: it gets a venv of its own.
-$(CHECKOV): | $(if $(filter pip,$(INSTALLER)),,$(UV))
+$(CHECKOV): | $(INSTALLER_DEPS)
 	$(PY) -m venv .cache/tools/checkov
 	$(call pip_install,.cache/tools/checkov,checkov)
 
