@@ -23,6 +23,7 @@ import faust
 from mode import Service
 
 from schemas.topology import Topology
+from topologies.host.heap import settle_heap
 from topologies.host.live import LiveState
 from topologies.host.topics import InternalTopics
 from topologies.engine.pipeline import InferFn
@@ -107,6 +108,7 @@ class InfertideApp:
             worker_id = os.environ.get("INFERTIDE_WORKER_ID") or socket.gethostname()
             self.recommendations = Recommendations(topology, summaries, on_fatal=self._fatal, worker_id=worker_id)
             self.app.service(_Started(self.recommendations))  # type: ignore[arg-type]
+        self.app.service(_HeapSettled())  # type: ignore[arg-type]  # last: once every client above has started
         from topologies.host.web import register_views
 
         register_views(self)
@@ -168,6 +170,13 @@ class _Started(Service):
 
     async def on_stop(self) -> None:
         await self.client.stop()
+
+
+class _HeapSettled(Service):
+    """Freezes the started worker's heap out of the cyclic collector's passes (:mod:`topologies.host.heap`)."""
+
+    async def on_start(self) -> None:
+        settle_heap()
 
 
 def dump_tasks() -> None:
