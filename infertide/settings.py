@@ -19,6 +19,7 @@ where its brokers are. Tested in ``tests/unit/infertide/test_settings.py``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
         ray_address: the Ray cluster a worker joins (``RAY_ADDRESS``).
         web_port: a worker's Faust web port (``INFERTIDE_WEB_PORT``).
         cache: jars, tiny models and run folders (``INFERTIDE_CACHE``; see ``infertide.local.broker.project_cache``).
+        python_gc: a worker's garbage collector, ``tuned`` or ``default`` (``INFERTIDE_PYTHON_GC``; see
+            ``topologies.host.heap``).
     """
 
     model_config = SettingsConfigDict(env_prefix="INFERTIDE_", env_ignore_empty=True, extra="ignore", frozen=True)
@@ -46,3 +49,4 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS"))
     web_port: int | None = Field(default=None, ge=0, le=65535)
     cache: Path | None = None
+    python_gc: Literal["tuned", "default"] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -9,6 +10,11 @@ import typer
 from infertide.cli.options import Bootstrap, ConfigOpt, err_console, settings_of, topology_from
 
 __all__ = ["worker"]
+
+
+class PythonGC(str, Enum):
+    tuned = "tuned"
+    default = "default"
 
 
 def worker(
@@ -21,6 +27,11 @@ def worker(
     bootstrap: Bootstrap = None,
     config: ConfigOpt = None,
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Faust log level.")] = "info",
+    python_gc: Annotated[PythonGC | None, typer.Option(
+        "--python-gc",
+        help="tuned (the default): once started, the worker's heap is frozen out of the garbage collector's "
+             "passes and its young generation raised (docs/performance.md); default: Python's collector as it is "
+             "(env INFERTIDE_PYTHON_GC).")] = None,
 ) -> None:
     """Run a Faust worker: consume the routes' input topics, call the Serve models, produce results.
 
@@ -39,4 +50,6 @@ def worker(
         topology = topology.model_validate({**topology.model_dump(), "web_port": web_port})
     err_console.print(f"[b]infertide worker[/b]: {len(topology.routes)} routes, "
                       f"web on :{topology.web_port}, Kafka {topology.kafka.bootstrap_servers}")
-    run_worker(topology, ray_address=ray_address or settings.ray_address, loglevel=loglevel)
+    gc_mode = python_gc.value if python_gc else settings.python_gc or "tuned"
+    run_worker(topology, ray_address=ray_address or settings.ray_address, loglevel=loglevel,
+               tuned_gc=gc_mode == "tuned")

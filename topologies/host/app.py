@@ -60,9 +60,12 @@ class InfertideApp:
         topology: the validated topology.
         infer: the model call; defaults to Serve handles (:class:`topologies.engine.serve_client.ServeInfer`).
         web_host: where the web server binds (``INFERTIDE_WEB_HOST``; 127.0.0.1 by default).
+        settle_heap: once started, freeze the process's heap out of the cyclic collector's passes
+            (:mod:`topologies.host.heap`); the worker process sets it, an app built inside another process not.
     """
 
-    def __init__(self, topology: Topology, *, infer: InferFn | None = None, web_host: str | None = None) -> None:
+    def __init__(self, topology: Topology, *, infer: InferFn | None = None, web_host: str | None = None,
+                 settle_heap: bool = False) -> None:
         if infer is None:
             from topologies.engine.serve_client import ServeInfer
 
@@ -108,7 +111,8 @@ class InfertideApp:
             worker_id = os.environ.get("INFERTIDE_WORKER_ID") or socket.gethostname()
             self.recommendations = Recommendations(topology, summaries, on_fatal=self._fatal, worker_id=worker_id)
             self.app.service(_Started(self.recommendations))  # type: ignore[arg-type]
-        self.app.service(_HeapSettled())  # type: ignore[arg-type]  # last: once every client above has started
+        if settle_heap:  # last: once every client above has started
+            self.app.service(_HeapSettled())  # type: ignore[arg-type]
         from topologies.host.web import register_views
 
         register_views(self)
@@ -199,14 +203,17 @@ def create_app(topology: Topology, **kwargs: Any) -> InfertideApp:
     return InfertideApp(topology, **kwargs)
 
 
-def run_worker(topology: Topology, *, ray_address: str | None = None, loglevel: str = "info") -> None:
-    """Join Ray, build the app and run a Faust worker in this process until it stops."""
+def run_worker(topology: Topology, *, ray_address: str | None = None, loglevel: str = "info",
+               tuned_gc: bool = True) -> None:
+    """Join Ray, build the app and run a Faust worker in this process until it stops.
+
+    ``tuned_gc``: settle the heap once started (:mod:`topologies.host.heap`); False keeps Python's collector."""
     from faust.worker import Worker
 
     from topologies.engine.serve_client import connect_ray
 
     connect_ray(ray_address)
-    infertide_app = create_app(topology)
+    infertide_app = create_app(topology, settle_heap=tuned_gc)
     try:
         Worker(infertide_app.app, loglevel=loglevel).execute_from_commandline()
     except SystemExit as stopped:

@@ -9,15 +9,14 @@ generation (``gc.freeze``, which every later pass skips) and raises the youngest
 so fewer passes promote batches that are about to be freed by reference counting anyway.
 docs/performance.md ("The cyclic collector") has the measurements.
 
-``INFERTIDE_GC=default`` leaves Python's collector as it is (to compare, or if a model's code relies on
-prompt collection of cycles).
+``infertide worker --python-gc default`` (or ``INFERTIDE_PYTHON_GC=default``) leaves Python's collector as
+it is: to compare, or for code in the worker that relies on cycles being collected promptly.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 
 __all__ = ["YOUNG_THRESHOLD", "settle_heap"]
@@ -27,10 +26,8 @@ log = logging.getLogger(__name__)
 YOUNG_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
 
 
-def settle_heap(young_threshold: int = YOUNG_THRESHOLD) -> bool:
-    """Collect once, freeze what survives, raise the young threshold. Returns whether it did (see the env)."""
-    if os.environ.get("INFERTIDE_GC", "").lower() == "default":
-        return False
+def settle_heap(young_threshold: int = YOUNG_THRESHOLD) -> None:
+    """Collect once, freeze what survives, raise the young threshold (the older ones keep Python's)."""
     t0 = time.perf_counter()
     gc.collect()
     gc.freeze()
@@ -38,4 +35,3 @@ def settle_heap(young_threshold: int = YOUNG_THRESHOLD) -> bool:
     gc.set_threshold(young_threshold, older, oldest)
     log.info("heap settled: %d objects frozen out of the collector's passes in %.0f ms; young threshold %d",
              gc.get_freeze_count(), (time.perf_counter() - t0) * 1000, young_threshold)
-    return True

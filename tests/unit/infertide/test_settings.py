@@ -14,7 +14,7 @@ from schemas.topology import default_topology_path
 
 runner = CliRunner()
 ENV = ("KAFKA_BOOTSTRAP_SERVERS", "INFERTIDE_KAFKA_BOOTSTRAP_SERVERS", "INFERTIDE_CONFIG", "RAY_ADDRESS",
-       "INFERTIDE_WEB_PORT", "INFERTIDE_CACHE")
+       "INFERTIDE_WEB_PORT", "INFERTIDE_CACHE", "INFERTIDE_PYTHON_GC")
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +42,7 @@ def two_files(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings() == Settings(config=None, kafka_bootstrap_servers=None, ray_address=None, web_port=None,
-                                  cache=None)
+                                  cache=None, python_gc=None)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "plain:1")
     monkeypatch.setenv("INFERTIDE_CONFIG", "/etc/t.yaml")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
@@ -95,3 +95,25 @@ def test_project_cache_follows_infertide_cache(monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setenv("INFERTIDE_CACHE", str(tmp_path))
     assert project_cache() == tmp_path
+
+
+@pytest.mark.parametrize(("args", "env", "tuned"), [
+    ([], {}, True),
+    ([], {"INFERTIDE_PYTHON_GC": "default"}, False),
+    (["--python-gc", "tuned"], {"INFERTIDE_PYTHON_GC": "default"}, True),
+    (["--python-gc", "default"], {}, False),
+])
+def test_worker_garbage_collector_flag_beats_environment(args: list[str], env: dict[str, str], tuned: bool,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[dict] = []
+    monkeypatch.setattr("topologies.host.app.run_worker", lambda topology, **kwargs: runs.append(kwargs))
+    res = runner.invoke(app, ["worker", *args], env=env)
+    assert res.exit_code == 0, res.output
+    assert [r["tuned_gc"] for r in runs] == [tuned]
+
+
+def test_worker_garbage_collector_takes_only_its_two_modes() -> None:
+    res = runner.invoke(app, ["worker", "--python-gc", "off"])
+    assert res.exit_code == 2 and "off" in res.output
+    res = runner.invoke(app, ["config"], env={"INFERTIDE_PYTHON_GC": "off"})
+    assert res.exit_code == 2 and "python_gc" in res.output

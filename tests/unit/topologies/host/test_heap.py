@@ -1,4 +1,4 @@
-"""settle_heap: what it changes in the collector, and INFERTIDE_GC=default leaving it alone."""
+"""settle_heap: what it changes in the collector (the CLI's choice of it: tests/unit/infertide/test_settings.py)."""
 
 import gc
 
@@ -15,25 +15,14 @@ def collector_restored():
     gc.set_threshold(*thresholds)
 
 
-def test_freezes_the_heap_and_raises_only_the_young_threshold(collector_restored, monkeypatch):
-    monkeypatch.delenv("INFERTIDE_GC", raising=False)
+def test_freezes_the_heap_and_raises_only_the_young_threshold(collector_restored):
     gc.unfreeze()
     _, older, oldest = gc.get_threshold()
     survivor = [{"held": i} for i in range(100)]  # alive now: frozen with the rest
 
-    assert settle_heap() is True
+    settle_heap()
 
     assert gc.get_freeze_count() > len(survivor)
     assert gc.get_threshold() == (YOUNG_THRESHOLD, older, oldest)
     assert not any(o is survivor[0] for o in gc.get_objects())  # tracked still, but no pass walks it
 
-
-def test_default_leaves_the_collector_as_python_set_it(collector_restored, monkeypatch):
-    monkeypatch.setenv("INFERTIDE_GC", "default")
-    gc.unfreeze()
-    before = gc.get_threshold()
-
-    assert settle_heap() is False
-
-    assert gc.get_freeze_count() == 0
-    assert gc.get_threshold() == before
