@@ -52,4 +52,4 @@ def worker(
                       f"web on :{topology.web_port}, Kafka {topology.kafka.bootstrap_servers}")
     gc_mode = python_gc.value if python_gc else settings.python_gc or "tuned"
     run_worker(topology, ray_address=ray_address or settings.ray_address, loglevel=loglevel,
-               tuned_gc=gc_mode == "tuned")
+               settle_heap=gc_mode == "tuned")

@@ -23,7 +23,7 @@ import faust
 from mode import Service
 
 from schemas.topology import Topology
-from topologies.host.heap import settle_heap
+from topologies.host import heap
 from topologies.host.live import LiveState
 from topologies.host.topics import InternalTopics
 from topologies.engine.pipeline import InferFn
@@ -180,7 +180,7 @@ class _HeapSettled(Service):
     """Freezes the started worker's heap out of the cyclic collector's passes (:mod:`topologies.host.heap`)."""
 
     async def on_start(self) -> None:
-        settle_heap()
+        heap.settle_heap()
 
 
 def dump_tasks() -> None:
@@ -204,16 +204,16 @@ def create_app(topology: Topology, **kwargs: Any) -> InfertideApp:
 
 
 def run_worker(topology: Topology, *, ray_address: str | None = None, loglevel: str = "info",
-               tuned_gc: bool = True) -> None:
+               settle_heap: bool = True) -> None:
     """Join Ray, build the app and run a Faust worker in this process until it stops.
 
-    ``tuned_gc``: settle the heap once started (:mod:`topologies.host.heap`); False keeps Python's collector."""
+    ``settle_heap``: see :class:`InfertideApp`; False keeps Python's collector as it is."""
     from faust.worker import Worker
 
     from topologies.engine.serve_client import connect_ray
 
     connect_ray(ray_address)
-    infertide_app = create_app(topology, settle_heap=tuned_gc)
+    infertide_app = create_app(topology, settle_heap=settle_heap)
     try:
         Worker(infertide_app.app, loglevel=loglevel).execute_from_commandline()
     except SystemExit as stopped:

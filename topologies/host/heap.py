@@ -3,8 +3,8 @@
 A worker imports torch, Ray, transformers and Faust: about 180,000 container objects that live as long
 as the process. Python's collector walked all of them in each full (oldest-generation) pass, and the
 route's in-flight batches (thousands of dicts, lists and records each) set off such a pass every second
-or two: 24 passes of ~130 ms in a 300,000-event drain, the event loop and Ray's reply threads held for
-each (GIL). Once the worker has started, :func:`settle_heap` moves what exists into the permanent
+or two: 23 passes of ~105 ms in a 10 s echo drain of 300,000 events, the event loop and Ray's reply
+threads waiting on the GIL through each. Once the worker has started, :func:`settle_heap` moves what exists into the permanent
 generation (``gc.freeze``, which every later pass skips) and raises the youngest generation's threshold,
 so fewer passes promote batches that are about to be freed by reference counting anyway.
 docs/performance.md ("The cyclic collector") has the measurements.

@@ -109,7 +109,7 @@ def test_worker_garbage_collector_flag_beats_environment(args: list[str], env: d
     monkeypatch.setattr("topologies.host.app.run_worker", lambda topology, **kwargs: runs.append(kwargs))
     res = runner.invoke(app, ["worker", *args], env=env)
     assert res.exit_code == 0, res.output
-    assert [r["tuned_gc"] for r in runs] == [tuned]
+    assert [r["settle_heap"] for r in runs] == [tuned]
 
 
 def test_worker_garbage_collector_takes_only_its_two_modes() -> None:
