@@ -4,9 +4,9 @@ A worker imports torch, Ray, transformers and Faust: about 180,000 container obj
 as the process. Python's collector walked all of them in each full (oldest-generation) pass, and the
 route's in-flight batches (thousands of dicts, lists and records each) set off such a pass every second
 or two: 23 passes of ~105 ms in a 10 s echo drain of 300,000 events, the event loop and Ray's reply
-threads waiting on the GIL through each. Once the worker has started, :func:`settle_heap` moves what exists into the permanent
-generation (``gc.freeze``, which every later pass skips) and raises the youngest generation's threshold,
-so fewer passes promote batches that are about to be freed by reference counting anyway.
+threads waiting on the GIL through each. Once the worker has started, :func:`settle_heap` moves what
+exists into the permanent generation (``gc.freeze``, which every later pass skips) and raises the
+youngest generation's threshold, so fewer passes promote batches that reference counting frees anyway.
 docs/performance.md ("The cyclic collector") has the measurements.
 
 ``infertide worker --python-gc default`` (or ``INFERTIDE_PYTHON_GC=default``) leaves Python's collector as

@@ -25,4 +25,3 @@ def test_freezes_the_heap_and_raises_only_the_young_threshold(collector_restored
     assert gc.get_freeze_count() > len(survivor)
     assert gc.get_threshold() == (YOUNG_THRESHOLD, older, oldest)
     assert not any(o is survivor[0] for o in gc.get_objects())  # tracked still, but no pass walks it
-
