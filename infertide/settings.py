@@ -18,13 +18,21 @@ where its brokers are. Tested in ``tests/unit/infertide/test_settings.py``.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["PythonGC", "Settings"]
+
+
+class PythonGC(str, Enum):
+    """A worker's garbage collector: ``tuned`` settles the heap once started (``topologies.host.heap``),
+    ``default`` keeps Python's."""
+
+    tuned = "tuned"
+    default = "default"
 
 
 class Settings(BaseSettings):
@@ -49,4 +57,4 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS"))
     web_port: int | None = Field(default=None, ge=0, le=65535)
     cache: Path | None = None
-    python_gc: Literal["tuned", "default"] | None = None
+    python_gc: PythonGC | None = None

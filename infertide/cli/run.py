@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 import typer
 
 from infertide.cli.options import Bootstrap, ConfigOpt, err_console, settings_of, topology_from
+from infertide.settings import PythonGC
 
 __all__ = ["worker"]
-
-
-class PythonGC(str, Enum):
-    tuned = "tuned"
-    default = "default"
 
 
 def worker(
@@ -50,6 +45,6 @@ def worker(
         topology = topology.model_validate({**topology.model_dump(), "web_port": web_port})
     err_console.print(f"[b]infertide worker[/b]: {len(topology.routes)} routes, "
                       f"web on :{topology.web_port}, Kafka {topology.kafka.bootstrap_servers}")
-    gc_mode = python_gc.value if python_gc else settings.python_gc or "tuned"
+    gc_mode = python_gc or settings.python_gc or PythonGC.tuned
     run_worker(topology, ray_address=ray_address or settings.ray_address, loglevel=loglevel,
-               settle_heap=gc_mode == "tuned")
+               settle_heap=gc_mode is PythonGC.tuned)

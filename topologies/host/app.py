@@ -154,9 +154,12 @@ EXIT_HANG_S = 30.0  # still there this long after the worker ended on an error o
 EXIT_HOOKS_S = 10.0
 
 
-def _exit_now() -> None:
+def _exit_now(code: int = FATAL_EXIT_CODE) -> None:
+    """End the process at once with ``code``, the log handlers and standard streams flushed first."""
     logging.shutdown()
-    os._exit(FATAL_EXIT_CODE)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 class _Started(Service):
@@ -243,7 +246,4 @@ def _exit_within(bound_s: float, code: int) -> None:
     if runner.is_alive():
         log.warning("exit: Ray's disconnect or the last span export still running after %.0fs; exiting "
                     "anyway. Threads:\n%s", bound_s, _thread_stacks())
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
+    _exit_now(code)
